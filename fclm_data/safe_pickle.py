@@ -1,0 +1,65 @@
+"""A restricted unpickler for untrusted release pickles (Describe-Anything ``.pickle`` members).
+
+Plain containers, strings, bytes, numbers, booleans and None are built by pickle opcodes that
+never look up a global, so we refuse *every* global lookup: anything that would import a module
+(``os.system``, numpy arrays, custom classes) is rejected before it runs. Sizes are capped too.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+from fclm_data.errors import Reject
+
+#: Largest pickle we accept; DAM annotation pickles are a few KB to a few MB.
+MAX_PICKLE_BYTES = 256 * 1024 * 1024
+_PLAIN = (dict, list, tuple, str, bytes, int, float, bool, type(None), set, frozenset)
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - see module docstring
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+def safe_loads(data: bytes, what: str) -> Any:
+    """Unpickle ``data`` allowing only plain data; raise ``Reject('unsafe_pickle')`` otherwise."""
+    if len(data) > MAX_PICKLE_BYTES:
+        raise Reject("unsafe_pickle", f"{what}: {len(data):,} bytes exceeds the {MAX_PICKLE_BYTES:,}-byte limit")
+    try:
+        obj = _load(data)
+    except pickle.UnpicklingError as exc:
+        code = "unsafe_pickle" if "forbidden" in str(exc) or "persistent" in str(exc) else "malformed_annotation"
+        raise Reject(code, f"{what}: {exc}") from exc
+    except Exception as exc:  # truncated / corrupt streams raise EOFError, ValueError, ...
+        raise Reject("malformed_annotation", f"{what}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+    _check_plain(obj, what)
+    return obj
+
+
+def _load(data: bytes) -> Any:
+    """Python-2 pickles (the 2014-era refer ``refs(*).p``) store 8-bit strings: read them as UTF-8,
+    falling back to latin-1 so no record is lost to an odd byte."""
+    try:
+        return _NoGlobalsUnpickler(io.BytesIO(data), encoding="utf-8").load()
+    except UnicodeDecodeError:
+        return _NoGlobalsUnpickler(io.BytesIO(data), encoding="latin-1").load()
+
+
+def _check_plain(obj: Any, what: str, depth: int = 0) -> None:
+    """Defence in depth: walk the result and insist on plain types (bounded nesting)."""
+    if depth > 32:
+        raise Reject("unsafe_pickle", f"{what}: nesting deeper than 32 levels")
+    if not isinstance(obj, _PLAIN):
+        raise Reject("unsafe_pickle", f"{what}: contains a {type(obj).__name__}")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_plain(key, what, depth + 1)
+            _check_plain(value, what, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for item in obj:
+            _check_plain(item, what, depth + 1)

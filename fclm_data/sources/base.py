@@ -1,0 +1,115 @@
+"""The Source contract: list a release's records cheaply, then build one sample per unit.
+
+A build has two phases, so that planning is cheap and building parallelises by shard:
+
+1. ``index()`` (driver): read the release's annotation files, validate records, and return
+   :class:`Unit` s — small picklable descriptions of what one sample needs (ids, polygons, tar
+   offsets) in a deterministic order. Records that cannot form a unit are index-stage rejects.
+2. ``build(unit, ...)`` (any worker): read the image, convert masks, render the conversation from
+   templates, and return a :class:`Built` sample, or raise :class:`~fclm_data.errors.Reject`.
+
+Sources are dataclasses whose fields are their options (paths relative to the data root, split,
+caps); recipes override them by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fclm_data.errors import Reject, RejectRecord
+from fclm_data.images import DEFAULT_MAX_PIXELS, ImageData
+from fclm_data.schema import Sample
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one sample needs, minus the image bytes; ``uid`` is unique within the source."""
+
+    uid: str  #: key-safe ([A-Za-z0-9_-]); the sample key is "<source>-<uid>[-r<repeat>]"
+    payload: Any  #: plain data only (pickled to workers)
+    image_ref: str = ""  #: the release's image identity (for leakage reports and grouping)
+
+
+@dataclass
+class IndexResult:
+    units: list[Unit]
+    rejects: list[RejectRecord] = field(default_factory=list)  #: records that could not form units
+    missing: list[str] = field(default_factory=list)  #: required paths absent under the data root
+
+    @property
+    def records(self) -> int:
+        """Input records seen: usable units plus index-stage rejects."""
+        return len(self.units) + len(self.rejects)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Build-wide settings every source's ``build`` receives."""
+
+    seed: int = 0
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    visual_prompt: str = "mask"
+
+
+@dataclass
+class Built:
+    sample: Sample
+    image: ImageData
+    #: annotation-level drops inside a written sample (e.g. one bad ref of an image): (record, Reject)
+    dropped: list[tuple[str, Reject]] = field(default_factory=list)
+
+
+@dataclass
+class Source:
+    """Base class; subclasses set ``name``/``task`` via the registry and implement the two phases."""
+
+    data_root: Path
+    name: ClassVar[str] = ""
+    task: ClassVar[str] = ""
+
+    def required_paths(self) -> list[str]:
+        """Paths (relative to the data root) that must exist for ``index`` to find anything."""
+        raise NotImplementedError
+
+    def missing_paths(self) -> list[str]:
+        return [p for p in self.required_paths() if not (self.data_root / p).exists()]
+
+    def index(self) -> IndexResult:
+        raise NotImplementedError
+
+    def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
+        raise NotImplementedError
+
+    def reject(self, record: str, exc: Reject, stage: str = "index", file: str | None = None) -> RejectRecord:
+        return RejectRecord(self.name, record, exc.file or file, exc.code, exc.detail, stage)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name != "data_root"]
+
+
+def load_json_file(root: Path, rel: str) -> Any:
+    """Parse an annotation JSON; a parse failure is a ``malformed_annotation`` naming the file.
+
+    Some releases (ReasonSeg) ship cp1252 files, so undecodable UTF-8 is retried as cp1252.
+    """
+    path = root / rel
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise Reject("missing_file", f"{rel} does not exist under the data root", rel) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError as exc:
+            raise Reject("malformed_annotation", f"{rel}: neither UTF-8 nor cp1252 text", rel) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Reject("malformed_annotation", f"{rel}: invalid JSON at line {exc.lineno} col {exc.colno}: {exc.msg}", rel) from exc

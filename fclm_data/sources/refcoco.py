@@ -1,0 +1,251 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg referring expression segmentation (lichengunc/refer release).
+
+Layout (defaults, all overridable): ``refer_seg/<dataset>/instances.json`` (COCO images,
+annotations with polygon ``segmentation``, categories) and ``refer_seg/<dataset>/refs(<splitBy>).p``
+(a pickled list of refs: ``ref_id, ann_id, image_id, category_id, split, sentences, file_name``),
+images from COCO train2014 (``coco/train2014``) for every split.
+
+* Image names come from ``instances.json``: a ref's ``file_name`` carries a suffix that is not a
+  real file ("COCO_train2014_000000581857_16.jpg").
+* Train: one sample per image with up to ``max_expressions`` of its (ref, sentence) pairs, one
+  ``[SEG]`` each (LISA/FCLM count images: Table 7's 55,885 = 16,994 + 16,992 + 21,899 train images).
+* Val/test splits: one sample per expression, for evaluation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from fclm_data.errors import Reject
+from fclm_data.images import expect_size, read_image, safe_relpath
+from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
+from fclm_data.safe_pickle import safe_loads
+from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.seeding import stable_hash
+from fclm_data.sources import register_source
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.templates import pick, res_question, with_image
+
+
+@dataclass
+class RefCocoSource(Source):
+    dataset: str = "refcoco"  #: folder under refer_seg/
+    split_by: str = "unc"  #: refs(<split_by>).p: unc (RefCOCO, RefCOCO+), umd (RefCOCOg)
+    split: str = "train"
+    ann_dir: str = "refer_seg/{dataset}"
+    image_dir: str = "coco/train2014"
+    #: (ref, sentence) pairs per training sample; FCLM samples up to 5 objects per segmentation sample
+    max_expressions: int = 5
+    task = "res"
+
+    @property
+    def _ann_dir(self) -> str:
+        return self.ann_dir.format(dataset=self.dataset)
+
+    @property
+    def refs_file(self) -> str:
+        return f"{self._ann_dir}/refs({self.split_by}).p"
+
+    @property
+    def instances_file(self) -> str:
+        return f"{self._ann_dir}/instances.json"
+
+    def required_paths(self) -> list[str]:
+        return [self.instances_file, self.refs_file, self.image_dir]
+
+    # ---- index -------------------------------------------------------------------------------
+    def index(self) -> IndexResult:
+        missing = self.missing_paths()
+        if self.instances_file in missing or self.refs_file in missing:
+            return IndexResult([], [], missing)
+        try:
+            instances = load_json_file(self.data_root, self.instances_file)
+            images, anns, categories = _coco_tables(instances, self.instances_file)
+            refs = safe_loads((self.data_root / self.refs_file).read_bytes(), self.refs_file)
+            if not isinstance(refs, list):
+                raise Reject("malformed_annotation", f"{self.refs_file} holds a {type(refs).__name__}, not a list")
+        except Reject as exc:
+            return IndexResult([], [self.reject(exc.file or self.refs_file, exc)], missing)
+        result = IndexResult([], [], missing)
+        per_image: dict[int, list[dict]] = defaultdict(list)
+        seen_refs: set = set()
+        for position, ref in enumerate(refs):
+            if isinstance(ref, dict) and "split" in ref and ref["split"] != self.split:
+                continue  # other splits are other sources' records
+            record = f"ref {ref.get('ref_id', f'#{position}') if isinstance(ref, dict) else f'#{position}'}"
+            try:
+                entry = _check_ref(ref, anns, images, seen_refs)
+            except Reject as exc:
+                result.rejects.append(self.reject(record, exc, file=self.refs_file))
+                continue
+            entry["category"] = categories.get(anns[ref["ann_id"]].get("category_id"))
+            per_image[ref["image_id"]].append(entry)
+        result.units = self._units(per_image, images)
+        return result
+
+    def _units(self, per_image: dict[int, list[dict]], images: dict[int, dict]) -> list[Unit]:
+        units = []
+        for image_id in sorted(per_image):
+            image = images[image_id]
+            refs = sorted(per_image[image_id], key=lambda r: r["ref_id"])
+            if self.split == "train":
+                units.append(Unit(f"{self.split}-{image_id}", {"image": image, "refs": refs}, str(image_id)))
+                continue
+            for ref in refs:
+                for sent_id, sent in ref["sentences"]:
+                    one = {**ref, "sentences": [(sent_id, sent)]}
+                    uid = f"{self.split}-{ref['ref_id']}-{sent_id}"
+                    units.append(Unit(uid, {"image": image, "refs": [one]}, str(image_id)))
+        return units
+
+    # ---- build -------------------------------------------------------------------------------
+    def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
+        image_meta = unit.payload["image"]
+        image = read_image(self.data_root, f"{self.image_dir}/{image_meta['file_name']}", options.max_image_pixels)
+        expect_size(image, image_meta["width"], image_meta["height"], f"{self.instances_file} image {image_meta['id']}")
+        regions, region_of_ref, dropped = self._regions(unit.payload["refs"], image.height, image.width)
+        expressions = [
+            (ref, sent_id, sent)
+            for ref in unit.payload["refs"]
+            if ref["ref_id"] in region_of_ref
+            for sent_id, sent in ref["sentences"]
+        ]
+        if not expressions:
+            reason = dropped[0][1] if dropped else Reject("no_regions", "no referring expression left")
+            raise Reject(reason.code, f"no usable ref left: {reason.detail}", self.refs_file)
+        chosen = self._choose(expressions, key, options.seed)
+        turns, seg_targets, templates = [], [], []
+        for n, (ref, sent_id, sent) in enumerate(chosen):
+            qid, question = pick("res_question", options.seed, key, f"turn{n}")
+            aid, answer = pick("res_answer", options.seed, key, f"turn{n}")
+            text = res_question(question, sent)
+            turns += [Turn("user", with_image(text) if n == 0 else text), Turn("assistant", answer)]
+            seg_targets.append(region_of_ref[ref["ref_id"]])
+            templates += [qid, aid]
+        used_refs = list(dict.fromkeys(ref["ref_id"] for ref, _, _ in chosen))
+        sample = Sample(
+            key=key,
+            source=self.name,
+            task=self.task,
+            provenance=Provenance(
+                split=self.split,
+                image_id=str(image_meta["id"]),
+                ann_ids=[f"ref{r}/ann{_ann_of(unit, r)}" for r in used_refs],
+                source_file=self.refs_file,
+                repeat=repeat,
+            ),
+            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            regions=regions,
+            conversations=turns,
+            region_inputs=[],
+            seg_targets=seg_targets,
+            visual_prompt=options.visual_prompt,
+            templates=templates,
+        )
+        return Built(_drop_unused_regions(sample), image, dropped)
+
+    def _regions(self, refs: list[dict], height: int, width: int):
+        regions, region_of_ref, dropped = [], {}, []
+        for ref in refs:
+            try:
+                rle = segmentation_to_rle(ref["segmentation"], height, width)
+                rle, box = nonempty_region_mask(rle, f"ann {ref['ann_id']}")
+            except Reject as exc:
+                exc.file = exc.file or self.instances_file
+                dropped.append((f"ref {ref['ref_id']} ann {ref['ann_id']}", exc))
+                continue
+            region_of_ref[ref["ref_id"]] = len(regions)
+            regions.append(Region(mask=rle, bbox=box, label=ref.get("category")))
+        return regions, region_of_ref, dropped
+
+    def _choose(self, expressions: list[tuple], key: str, seed: int) -> list[tuple]:
+        """Seeded choice of at most ``max_expressions`` pairs, kept in release order."""
+        if self.split != "train" or len(expressions) <= self.max_expressions:
+            return expressions
+        ranked = sorted(range(len(expressions)), key=lambda i: stable_hash("expr", seed, key, i))
+        return [expressions[i] for i in sorted(ranked[: self.max_expressions])]
+
+
+def _ann_of(unit: Unit, ref_id: int) -> int:
+    return next(r["ann_id"] for r in unit.payload["refs"] if r["ref_id"] == ref_id)
+
+
+def _drop_unused_regions(sample: Sample) -> Sample:
+    """Regions of refs whose expressions were not chosen are removed and indexes remapped."""
+    used = sorted(set(sample.seg_targets))
+    if len(used) == len(sample.regions):
+        return sample
+    remap = {old: new for new, old in enumerate(used)}
+    sample.regions = [sample.regions[i] for i in used]
+    sample.seg_targets = [remap[i] for i in sample.seg_targets]
+    return sample
+
+
+def _coco_tables(instances: Any, rel: str) -> tuple[dict[int, dict], dict[int, dict], dict[int, str]]:
+    if not isinstance(instances, dict) or not {"images", "annotations"} <= set(instances):
+        raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations'", rel)
+    images: dict[int, dict] = {}
+    for image in instances["images"]:
+        try:
+            images[image["id"]] = {
+                "id": image["id"],
+                "file_name": safe_relpath(image["file_name"]),
+                "height": int(image["height"]),
+                "width": int(image["width"]),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Reject("malformed_annotation", f"{rel}: image entry {str(image)[:80]} lacks {exc}", rel) from exc
+        except Reject as exc:
+            exc.file = rel
+            raise
+    anns = {a["id"]: a for a in instances["annotations"] if isinstance(a, dict) and "id" in a}
+    categories = {c["id"]: c.get("name") for c in instances.get("categories", []) if isinstance(c, dict)}
+    return images, anns, categories
+
+
+def _check_ref(ref: Any, anns: dict, images: dict, seen: set) -> dict:
+    """Validate one ref against instances.json; return the compact entry units carry."""
+    if not isinstance(ref, dict):
+        raise Reject("malformed_annotation", f"ref is a {type(ref).__name__}, not a dict")
+    missing = {"ref_id", "ann_id", "image_id", "split", "sentences"} - set(ref)
+    if missing:
+        raise Reject("malformed_annotation", f"ref lacks {sorted(missing)}")
+    if ref["ref_id"] in seen:
+        raise Reject("duplicate_id", f"ref_id {ref['ref_id']} appears twice")
+    seen.add(ref["ref_id"])
+    ann = anns.get(ref["ann_id"])
+    if ann is None:
+        raise Reject("malformed_annotation", f"ann_id {ref['ann_id']} is not in instances.json")
+    if ref["image_id"] not in images or ann.get("image_id") != ref["image_id"]:
+        raise Reject("malformed_annotation", f"image_id {ref['image_id']} missing or not the image of ann {ref['ann_id']}")
+    sentences = [
+        (s.get("sent_id"), s.get("sent", s.get("raw", "")).strip())
+        for s in ref["sentences"]
+        if isinstance(s, dict)
+    ]
+    sentences = [(sid, text) for sid, text in sentences if text]
+    if not sentences:
+        raise Reject("bad_text", "ref has no non-empty sentence")
+    return {
+        "ref_id": ref["ref_id"],
+        "ann_id": ref["ann_id"],
+        "segmentation": ann.get("segmentation"),
+        "sentences": sentences,
+    }
+
+
+_TABLE7 = "Stage 1 Grounding: RefCOCO/+/g 55,885"
+register_source(
+    "refcoco", RefCocoSource, "RefCOCO (UNC splits) referring expression segmentation", _TABLE7,
+    dataset="refcoco", split_by="unc",
+)  # fmt: skip
+register_source(
+    "refcoco_plus", RefCocoSource, "RefCOCO+ (UNC splits) referring expression segmentation", _TABLE7,
+    dataset="refcoco+", split_by="unc",
+)  # fmt: skip
+register_source(
+    "refcocog", RefCocoSource, "RefCOCOg (UMD splits) referring expression segmentation", _TABLE7,
+    dataset="refcocog", split_by="umd",
+)  # fmt: skip
