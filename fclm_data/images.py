@@ -47,9 +47,13 @@ def safe_relpath(name: str, what: str = "file_name") -> str:
     return "/".join(part for part in parts if part not in ("", "."))
 
 
-def resolve_under(root: Path, *relparts: str) -> Path:
-    """Join checked relative parts under ``root`` (each part passes :func:`safe_relpath`)."""
-    return root.joinpath(*(safe_relpath(p) for p in relparts))
+def join_checked(directory: str, file_name: str) -> str:
+    """``directory/file_name`` where the release's ``file_name`` is checked on its own first.
+
+    Checking only the joined path would let an absolute ``/etc/passwd`` pass as a (missing)
+    ``dir/etc/passwd``; a hostile name must be reported as unsafe, not as missing.
+    """
+    return f"{directory}/{safe_relpath(file_name)}" if directory else safe_relpath(file_name)
 
 
 def check_image_bytes(data: bytes, file_name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:

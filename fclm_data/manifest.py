@@ -183,7 +183,9 @@ def _features_header(image_exts: list[str]) -> str:
     from fclm_data.schema import hf_features
 
     info = DatasetInfo(features=hf_features(image_exts[0]))._to_yaml_dict()
-    return "---\n" + yaml.safe_dump({"dataset_info": info}, sort_keys=False) + "---\n"
+    # data_files: only the shards (the directory also holds manifest.json, shardindex.json, ...)
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "shard-*.tar"}]}]
+    return "---\n" + yaml.safe_dump({"configs": configs, "dataset_info": info}, sort_keys=False) + "---\n"
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,12 +1,14 @@
 """A restricted unpickler for untrusted release pickles (Describe-Anything ``.pickle`` members).
 
-Plain containers, strings, bytes, numbers, booleans and None are built by pickle opcodes that
-never look up a global, so we refuse *every* global lookup: anything that would import a module
-(``os.system``, numpy arrays, custom classes) is rejected before it runs. Sizes are capped too.
+Plain containers, strings, numbers, booleans and None are built by pickle opcodes that never look
+up a global. The only globals allowed are the few that protocol-2 pickles need for plain data
+(``_codecs.encode`` for bytes, ``set``/``frozenset``/``bytearray``); anything else that would
+import or call (``os.system``, numpy arrays, custom classes) is refused before it runs.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from typing import Any
@@ -15,11 +17,25 @@ from fclm_data.errors import Reject
 
 #: Largest pickle we accept; DAM annotation pickles are a few KB to a few MB.
 MAX_PICKLE_BYTES = 256 * 1024 * 1024
-_PLAIN = (dict, list, tuple, str, bytes, int, float, bool, type(None), set, frozenset)
+_PLAIN = (dict, list, tuple, str, bytes, bytearray, int, float, bool, type(None), set, frozenset)
 
 
-class _NoGlobalsUnpickler(pickle.Unpickler):
+#: (module, name) -> the object; protocol 2 pickles bytes as ``_codecs.encode(str, "latin1")``.
+_ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): codecs.encode,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("__builtin__", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+    ("__builtin__", "bytearray"): bytearray,
+}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - see module docstring
+        if (module, name) in _ALLOWED_GLOBALS:
+            return _ALLOWED_GLOBALS[(module, name)]
         raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
@@ -45,9 +61,9 @@ def _load(data: bytes) -> Any:
     """Python-2 pickles (the 2014-era refer ``refs(*).p``) store 8-bit strings: read them as UTF-8,
     falling back to latin-1 so no record is lost to an odd byte."""
     try:
-        return _NoGlobalsUnpickler(io.BytesIO(data), encoding="utf-8").load()
+        return _PlainDataUnpickler(io.BytesIO(data), encoding="utf-8").load()
     except UnicodeDecodeError:
-        return _NoGlobalsUnpickler(io.BytesIO(data), encoding="latin-1").load()
+        return _PlainDataUnpickler(io.BytesIO(data), encoding="latin-1").load()
 
 
 def _check_plain(obj: Any, what: str, depth: int = 0) -> None:

@@ -287,4 +287,4 @@ def hf_features(image_ext: str = "jpg"):
         "visual_prompt": Value("string"),
         "templates": List(Value("string")),
     }
-    return Features({image_ext: Image(), "json": sample})
+    return Features({image_ext: Image(), "json": sample, "__key__": Value("string"), "__url__": Value("string")})

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from fclm_data.schema import VISUAL_PROMPTS
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def build(

@@ -37,10 +37,10 @@ def inspect(
         _emit_samples(shards, as_json, render, n, iter_tar_samples)
     if not as_json:
         Console().print(_summary(reports))
-    for problem in problems[:50]:
-        stderr.print(f"[red]problem:[/] {problem}")
+    for problem in problems[:50]:  # plain lines: one problem per line, greppable, never wrapped
+        typer.echo(f"problem: {problem}", err=True)
     if len(problems) > 50:
-        stderr.print(f"[red]... and {len(problems) - 50} more problems[/]")
+        typer.echo(f"... and {len(problems) - 50} more problems", err=True)
     if problems:
         raise typer.Exit(1)
 

@@ -32,6 +32,7 @@ class Unit:
     uid: str  #: key-safe ([A-Za-z0-9_-]); the sample key is "<source>-<uid>[-r<repeat>]"
     payload: Any  #: plain data only (pickled to workers)
     image_ref: str = ""  #: the release's image identity (for leakage reports and grouping)
+    file: str = ""  #: annotation file the record came from; named by rejects that name no other file
 
 
 @dataclass

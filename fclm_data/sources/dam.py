@@ -109,7 +109,7 @@ class DamSource(Source):
                 "pickle": [pickle_info.offset_data, pickle_info.size],
                 "region": i,
             }
-            result.units.append(Unit(uid, payload, str(region.get("img_id", region.get("image", key)))))
+            result.units.append(Unit(uid, payload, str(region.get("img_id", region.get("image", key))), tar_rel))
 
     # ---- build -------------------------------------------------------------------------------
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import expect_size, read_image, safe_relpath
+from fclm_data.images import expect_size, join_checked, read_image
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
@@ -91,19 +91,20 @@ class RefCocoSource(Source):
             image = images[image_id]
             refs = sorted(per_image[image_id], key=lambda r: r["ref_id"])
             if self.split == "train":
-                units.append(Unit(f"{self.split}-{image_id}", {"image": image, "refs": refs}, str(image_id)))
+                units.append(Unit(f"{self.split}-{image_id}", {"image": image, "refs": refs}, str(image_id), self.refs_file))
                 continue
             for ref in refs:
                 for sent_id, sent in ref["sentences"]:
                     one = {**ref, "sentences": [(sent_id, sent)]}
                     uid = f"{self.split}-{ref['ref_id']}-{sent_id}"
-                    units.append(Unit(uid, {"image": image, "refs": [one]}, str(image_id)))
+                    units.append(Unit(uid, {"image": image, "refs": [one]}, str(image_id), self.refs_file))
         return units
 
     # ---- build -------------------------------------------------------------------------------
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         image_meta = unit.payload["image"]
-        image = read_image(self.data_root, f"{self.image_dir}/{image_meta['file_name']}", options.max_image_pixels)
+        rel = join_checked(self.image_dir, image_meta["file_name"])
+        image = read_image(self.data_root, rel, options.max_image_pixels)
         expect_size(image, image_meta["width"], image_meta["height"], f"{self.instances_file} image {image_meta['id']}")
         regions, region_of_ref, dropped = self._regions(unit.payload["refs"], image.height, image.width)
         expressions = [
@@ -188,18 +189,15 @@ def _coco_tables(instances: Any, rel: str) -> tuple[dict[int, dict], dict[int, d
         raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations'", rel)
     images: dict[int, dict] = {}
     for image in instances["images"]:
-        try:
+        try:  # file_name is checked when the image is read, so one bad name costs one sample
             images[image["id"]] = {
                 "id": image["id"],
-                "file_name": safe_relpath(image["file_name"]),
+                "file_name": str(image["file_name"]),
                 "height": int(image["height"]),
                 "width": int(image["width"]),
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise Reject("malformed_annotation", f"{rel}: image entry {str(image)[:80]} lacks {exc}", rel) from exc
-        except Reject as exc:
-            exc.file = rel
-            raise
     anns = {a["id"]: a for a in instances["annotations"] if isinstance(a, dict) and "id" in a}
     categories = {c["id"]: c.get("name") for c in instances.get("categories", []) if isinstance(c, dict)}
     return images, anns, categories

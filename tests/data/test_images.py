@@ -1,0 +1,69 @@
+"""Image checks: truncation (caught by decoding, not verify), non-images, bombs, unsafe paths."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fclm_data.errors import Reject
+from fclm_data.images import check_image_bytes, read_image, safe_relpath
+
+
+def _jpeg(size=(64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise(size, 40).convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_good_jpeg_and_png() -> None:
+    image = check_image_bytes(_jpeg(), "a.jpg")
+    assert (image.ext, image.width, image.height) == ("jpg", 64, 48)
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 7)).save(buf, "PNG")
+    assert check_image_bytes(buf.getvalue(), "a.png").ext == "png"
+
+
+def test_truncated_jpeg_is_caught_by_decoding_where_verify_passes() -> None:
+    data = _jpeg()[:-200]
+    Image.open(io.BytesIO(data)).verify()  # header-only check does not notice
+    with pytest.raises(Reject) as info:
+        check_image_bytes(data, "cut.jpg")
+    assert info.value.code == "bad_image" and "cut.jpg" in info.value.detail
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", b"", b"GIF89a" + b"\0" * 20])
+def test_non_images(data: bytes) -> None:
+    with pytest.raises(Reject) as info:
+        check_image_bytes(data, "x.jpg")
+    assert info.value.code == "bad_image"
+
+
+def test_decompression_bomb() -> None:
+    buf = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buf, "PNG")  # 144 MP in ~20 KB
+    with pytest.raises(Reject) as info:
+        check_image_bytes(buf.getvalue(), "bomb.png")
+    assert info.value.code == "decompression_bomb"
+    with pytest.raises(Reject) as info:
+        check_image_bytes(_jpeg((200, 200)), "small-limit.jpg", max_pixels=10_000)
+    assert info.value.code == "decompression_bomb"
+
+
+@pytest.mark.parametrize("name", ["../secret.jpg", "a/../../b.jpg", "/etc/passwd", "C:\\x.jpg", "a\\..\\..\\b.jpg"])
+def test_unsafe_paths_never_leave_the_root(name: str, tmp_path: Path) -> None:
+    (tmp_path / "secret.jpg").write_bytes(_jpeg())
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(Reject) as info:
+        read_image(root, name)
+    assert info.value.code == "unsafe_path"
+
+
+def test_missing_image_and_normalised_names(tmp_path: Path) -> None:
+    with pytest.raises(Reject) as info:
+        read_image(tmp_path, "coco/nope.jpg")
+    assert info.value.code == "missing_image"
+    assert safe_relpath("./coco//train2014/./a.jpg") == "coco/train2014/a.jpg"
