@@ -1,0 +1,132 @@
+"""Recipe -> deterministic shard plan.
+
+1. index every source (sorted units, index-stage rejects, missing paths);
+2. select per source: the ``count`` units with the lowest hash of (seed, source, uid) -- a seeded
+   subsample without replacement that any machine reproduces; repeated sources take every unit
+   ``count // n`` times and hash-select the remainder (each repetition has its own key, hence
+   fresh template draws);
+3. order all selected samples by a hash of (seed, key) so every shard mixes the sources;
+4. cut the order into shards of ``shard_size``. Shard i's content depends only on the plan, so any
+   executor, worker count or resumed run writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fclm_data.errors import RejectRecord
+from fclm_data.recipes import Recipe
+from fclm_data.seeding import stable_hash
+from fclm_data.sources import IndexResult, Unit, get_source
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    source: str
+    key: str
+    unit: Unit
+    repeat: int
+
+
+@dataclass
+class SourcePlan:
+    name: str
+    options: dict[str, Any]
+    requested: int | None  #: recipe count (None = all)
+    records: int = 0  #: input records seen at index time
+    available: int = 0  #: units that passed indexing
+    selected: int = 0  #: samples planned (incl. repetitions)
+    repeats: int = 1  #: max repetitions of a unit
+    index_rejects: list[RejectRecord] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    data_root: Path
+    samples: list[PlannedSample]
+    sources: list[SourcePlan]
+
+    def shards(self) -> list[list[PlannedSample]]:
+        size = self.recipe.shard_size
+        return [self.samples[i : i + size] for i in range(0, len(self.samples), size)]
+
+    def fingerprint(self) -> str:
+        """Hash of the ordered keys and the recipe: equal fingerprints mean equal shards."""
+        digest = hashlib.sha256(self.recipe.fingerprint().encode())
+        for sample in self.samples:
+            digest.update(sample.key.encode() + b"\n")
+        return digest.hexdigest()[:16]
+
+
+def sample_key(source: str, uid: str, repeat: int) -> str:
+    return f"{source}-{uid}" + (f"-r{repeat}" if repeat else "")
+
+
+def select(source: str, units: list[Unit], count: int | None, repeat: bool, seed: int) -> tuple[list[PlannedSample], list[str], int]:
+    """Seeded subsample (or repetition) of ``units``; returns (samples, warnings, repeats)."""
+    n = len(units)
+    warnings: list[str] = []
+    wanted = n if count is None else count
+    if wanted > n and not repeat:
+        if n:
+            warnings.append(f"{source}: recipe asks for {wanted:,} but only {n:,} are available; taking all")
+        wanted = n
+    if n == 0 or wanted == 0:
+        return [], warnings, 1
+    full, rest = divmod(wanted, n)
+    picked = [(u, r) for r in range(full) for u in units]
+    if rest:
+        ranked = sorted(units, key=lambda u: stable_hash("select", seed, source, full, u.uid))
+        picked += [(u, full) for u in ranked[:rest]]
+    samples = [PlannedSample(source, sample_key(source, u.uid, r), u, r) for u, r in picked]
+    return samples, warnings, full + (1 if rest else 0)
+
+
+def make_plan(
+    recipe: Recipe,
+    data_root: Path,
+    limit: int | None = None,
+    on_source: Callable[[str], None] | None = None,
+) -> Plan:
+    """Index and select every recipe entry; ``limit`` caps each source's count (quick tries)."""
+    samples: list[PlannedSample] = []
+    plans: list[SourcePlan] = []
+    for entry in recipe.entries:
+        if on_source:
+            on_source(entry.source)
+        source = get_source(entry.source, data_root, **entry.options)
+        index: IndexResult = source.index()
+        count = entry.count if limit is None else min(limit, entry.count if entry.count is not None else limit)
+        chosen, warnings, repeats = select(entry.source, index.units, count, entry.repeat, recipe.seed)
+        plans.append(
+            SourcePlan(
+                name=entry.source,
+                options=entry.options,
+                requested=entry.count,
+                records=index.records,
+                available=len(index.units),
+                selected=len(chosen),
+                repeats=repeats,
+                index_rejects=index.rejects,
+                missing=index.missing,
+                warnings=warnings + [f"{entry.source}: missing under the data root: {m}" for m in index.missing],
+            )
+        )
+        samples.extend(chosen)
+    samples.sort(key=lambda s: (stable_hash("order", recipe.seed, s.key), s.key))
+    _check_unique_keys(samples)
+    return Plan(recipe, data_root, samples, plans)
+
+
+def _check_unique_keys(samples: list[PlannedSample]) -> None:
+    keys = [s.key for s in samples]
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        dup = next(k for k in keys if k in seen or seen.add(k))
+        raise RuntimeError(f"planned sample key {dup!r} is not unique (a source produced duplicate uids)")
