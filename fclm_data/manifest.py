@@ -91,6 +91,8 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
             "shard_size": recipe.shard_size,
             "fingerprint": recipe.fingerprint(),
         },
+        "shard_size": plan.shard_size,
+        "warnings": plan.warnings,
         "plan_fingerprint": plan.fingerprint(),
         "options": options,
         "totals": totals,

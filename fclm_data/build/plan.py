@@ -8,6 +8,10 @@
 3. order all selected samples by a hash of (seed, key) so every shard mixes the sources;
 4. cut the order into shards of ``shard_size``. Shard i's content depends only on the plan, so any
    executor, worker count or resumed run writes the same bytes.
+
+Shard sizing: a trainer needs at least ``nodes x ranks x loader workers`` shards (webdataset hangs or
+starves ranks otherwise) and a few times more for shuffling; given ``min_shards`` the plan shrinks
+the recipe's shard size (never below :data:`MIN_SHARD_SAMPLES`) until there are that many.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from fclm_data.errors import RejectRecord
 from fclm_data.recipes import Recipe
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import IndexResult, Unit, get_source
+
+#: Smallest shard the planner picks on its own (tiny shards cost open/seek overhead per sample).
+MIN_SHARD_SAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,16 @@ class Plan:
     data_root: Path
     samples: list[PlannedSample]
     sources: list[SourcePlan]
+    shard_size: int = 0  #: effective samples per shard (<= the recipe's)
+    warnings: list[str] = field(default_factory=list)
 
     def shards(self) -> list[list[PlannedSample]]:
-        size = self.recipe.shard_size
+        size = self.shard_size
         return [self.samples[i : i + size] for i in range(0, len(self.samples), size)]
 
     def fingerprint(self) -> str:
-        """Hash of the ordered keys and the recipe: equal fingerprints mean equal shards."""
-        digest = hashlib.sha256(self.recipe.fingerprint().encode())
+        """Hash of the ordered keys, the shard size and the recipe: equal fingerprints mean equal shards."""
+        digest = hashlib.sha256(f"{self.recipe.fingerprint()}/{self.shard_size}".encode())
         for sample in self.samples:
             digest.update(sample.key.encode() + b"\n")
         return digest.hexdigest()[:16]
@@ -93,6 +102,7 @@ def make_plan(
     data_root: Path,
     limit: int | None = None,
     on_source: Callable[[str], None] | None = None,
+    min_shards: int | None = None,
 ) -> Plan:
     """Index and select every recipe entry; ``limit`` caps each source's count (quick tries)."""
     samples: list[PlannedSample] = []
@@ -121,7 +131,22 @@ def make_plan(
         samples.extend(chosen)
     samples.sort(key=lambda s: (stable_hash("order", recipe.seed, s.key), s.key))
     _check_unique_keys(samples)
-    return Plan(recipe, data_root, samples, plans)
+    shard_size, warnings = choose_shard_size(len(samples), recipe.shard_size, min_shards)
+    return Plan(recipe, data_root, samples, plans, shard_size, warnings)
+
+
+def choose_shard_size(samples: int, max_size: int, min_shards: int | None) -> tuple[int, list[str]]:
+    """Largest size <= ``max_size`` giving >= ``min_shards`` shards, floored at MIN_SHARD_SAMPLES."""
+    if not min_shards or samples == 0:
+        return max_size, []
+    size = min(max_size, max(MIN_SHARD_SAMPLES, samples // min_shards))
+    shards = -(-samples // size)
+    if shards >= min_shards:
+        return size, []
+    return size, [
+        f"{shards} shard(s) for {samples:,} samples: fewer than the {min_shards} that ranks x loader workers x 8 "
+        "asks for -- fine for a small run, too few for multi-GPU training"
+    ]
 
 
 def _check_unique_keys(samples: list[PlannedSample]) -> None:

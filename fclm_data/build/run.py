@@ -35,6 +35,8 @@ class BuildConfig:
     ray_address: str | None = None
     overwrite: bool = False
     options: BuildOptions = BuildOptions()
+    #: plan at least this many shards (8 x ranks x loader workers); None keeps the recipe's size
+    min_shards: int | None = None
 
 
 class BuildProgress(Protocol):
@@ -46,7 +48,9 @@ class BuildProgress(Protocol):
 def plan_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None) -> Plan:
     if not config.data_root.is_dir():
         raise BuildError(f"data root {config.data_root} is not a directory")
-    return make_plan(recipe, config.data_root.resolve(), config.limit, progress.indexing if progress else None)
+    return make_plan(
+        recipe, config.data_root.resolve(), config.limit, progress.indexing if progress else None, config.min_shards
+    )
 
 
 def run_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None) -> dict[str, Any]:

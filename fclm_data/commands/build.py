@@ -21,7 +21,9 @@ def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for shard-NNNNNN.tar and the ledger.")] = Path("shards"),
     limit: Annotated[Optional[int], typer.Option(help="At most N samples per source (quick tries).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Build seed (default: the recipe's).")] = None,
-    shard_size: Annotated[Optional[int], typer.Option(help="Samples per shard (default: the recipe's, 1000).")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(help="Samples per shard, exactly (default: the recipe's 1000, shrunk to give >= 8 x ranks x loader workers shards).")] = None,
+    ranks: Annotated[int, typer.Option(help="GPUs the shards are for (sizes shards: >= 8 x ranks x loader workers).")] = 8,
+    loader_workers: Annotated[int, typer.Option(help="Data-loader workers per GPU (for shard sizing).")] = 4,
     visual_prompt: Annotated[str, typer.Option(help=f"How <region> inputs are presented: {'|'.join(VISUAL_PROMPTS)}.")] = "mask",
     executor: Annotated[str, typer.Option(help="auto|serial|processes|ray")] = "auto",
     workers: Annotated[int, typer.Option("--workers", "-w", help="Parallel workers (processes or Ray CPUs).")] = 1,
@@ -51,6 +53,7 @@ def build(
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
         ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt),
+        min_shards=None if shard_size is not None else 8 * ranks * loader_workers,
     )  # fmt: skip
     try:
         if dry_run:
@@ -73,9 +76,8 @@ def _run_with_progress(plan_recipe, config, run_build):
     finally:
         progress.close()
     stderr.print(summary_table(manifest))
-    for ledger in manifest["sources"].values():
-        for warning in ledger["warnings"]:
-            stderr.print(f"[yellow]warning:[/] {warning}")
+    for warning in manifest["warnings"] + [w for ledger in manifest["sources"].values() for w in ledger["warnings"]]:
+        stderr.print(f"[yellow]warning:[/] {warning}")
     stderr.print(f"wrote {config.out_dir}/ (manifest.json, rejects.jsonl, manifest.parquet, shardindex.json)")
     return manifest
 
@@ -92,7 +94,8 @@ def _dry_run(plan, as_json: bool) -> None:
         for sp in plan.sources
     ]  # fmt: skip
     summary = {"recipe": plan.recipe.name, "seed": plan.recipe.seed, "samples": len(plan.samples),
-               "shards": len(plan.shards()), "plan_fingerprint": plan.fingerprint(), "sources": rows}  # fmt: skip
+               "shards": len(plan.shards()), "shard_size": plan.shard_size, "plan_fingerprint": plan.fingerprint(),
+               "warnings": plan.warnings, "sources": rows}  # fmt: skip
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return

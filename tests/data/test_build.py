@@ -129,3 +129,17 @@ def test_manifest_files(stage2_build: Path) -> None:
     table = pq.read_table(stage2_build / "manifest.parquet")
     assert table.num_rows == manifest["totals"]["written"]
     assert set(table.column_names) >= {"key", "shard", "offset", "size", "source", "task", "image_id", "num_regions", "templates"}
+
+
+def test_shard_size_shrinks_to_feed_every_rank_and_worker() -> None:
+    from fclm_data.build.plan import MIN_SHARD_SAMPLES, choose_shard_size
+
+    # stage 2 at full size on 8 GPUs x 4 workers: the recipe's 1000 already gives >= 256 shards
+    assert choose_shard_size(703_823, 1000, 8 * 8 * 4) == (1000, [])
+    # 64 GPUs x 8 workers x 8 = 4096 shards wanted: shrink to 171 samples per shard
+    size, warnings = choose_shard_size(703_823, 1000, 4096)
+    assert size == 171 and -(-703_823 // size) >= 4096 and not warnings
+    # a small build cannot feed them all: floor the size and say so
+    size, warnings = choose_shard_size(500, 1000, 256)
+    assert size == MIN_SHARD_SAMPLES and "fewer than the 256" in warnings[0]
+    assert choose_shard_size(500, 1000, None) == (1000, [])
