@@ -175,18 +175,15 @@ def dataset_card(manifest: dict[str, Any], image_exts: list[str]) -> str:
 
 
 def _features_header(image_exts: list[str]) -> str:
+    import yaml
+
+    from fclm_data.schema import hf_features_yaml
+
     if len(image_exts) != 1:
         return ""
-    try:
-        import yaml
-        from datasets import DatasetInfo
-    except ImportError:  # datasets is optional: without it the card has no features block
-        return ""
-    from fclm_data.schema import hf_features
-
-    info = DatasetInfo(features=hf_features(image_exts[0]))._to_yaml_dict()
     # data_files: only the shards (the directory also holds manifest.json, shardindex.json, ...)
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "shard-*.tar"}]}]
+    info = {"features": hf_features_yaml(image_exts[0])}
     return "---\n" + yaml.safe_dump({"configs": configs, "dataset_info": info}, sort_keys=False) + "---\n"
 
 

@@ -111,9 +111,38 @@ class Sample:
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict in the fixed key order (``schema`` first) used for the shard JSON."""
-        body = dataclasses.asdict(self)
-        return {"schema": body.pop("schema"), **body}
+        """Plain dict in the fixed key order (``schema`` first) used for the shard JSON.
+
+        Written out by hand: ``dataclasses.asdict`` deep-copies every RLE string and cost ~2 ms
+        per sample, more than the image check.
+        """
+        return {
+            "schema": self.schema,
+            "key": self.key,
+            "source": self.source,
+            "task": self.task,
+            "provenance": vars(self.provenance).copy(),
+            "image": vars(self.image).copy(),
+            "regions": [vars(r).copy() for r in self.regions],
+            "conversations": _turns(self.conversations),
+            "region_inputs": list(self.region_inputs),
+            "seg_targets": list(self.seg_targets),
+            "pair": None if self.pair is None else _view(self.pair),
+            "visual_prompt": self.visual_prompt,
+            "templates": list(self.templates),
+        }
+
+
+def _turns(turns: list[Turn]) -> list[dict[str, str]]:
+    return [{"role": t.role, "content": t.content} for t in turns]
+
+
+def _view(view: View) -> dict[str, Any]:
+    return {
+        "conversations": _turns(view.conversations),
+        "region_inputs": list(view.region_inputs),
+        "seg_targets": list(view.seg_targets),
+    }
 
 
 SAMPLE_KEYS = (
@@ -126,9 +155,10 @@ IMAGE_KEYS = tuple(f.name for f in dataclasses.fields(ImageInfo))
 VIEW_KEYS = tuple(f.name for f in dataclasses.fields(View))
 
 
-def encode_sample(sample: Sample) -> bytes:
+def encode_sample(sample: Sample | dict[str, Any]) -> bytes:
     """Serialise deterministically (fixed key order, compact separators, UTF-8)."""
-    return json.dumps(sample.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = sample.to_dict() if isinstance(sample, Sample) else sample
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def decode_sample(data: bytes | str | dict) -> dict[str, Any]:
@@ -237,54 +267,50 @@ def iter_region_indexes(sample: dict[str, Any]) -> Iterable[int]:
         yield from sample["pair"]["seg_targets"]
 
 
-def hf_features(image_ext: str = "jpg"):
-    """``datasets.Features`` of a shard sample, for loads whose first rows hold only nulls.
+def _field(name: str, kind: str, spec: Any) -> dict[str, Any]:
+    return {"name": name, kind: spec}
 
-    HF ``datasets`` infers column types from the first 5 samples; a field that is ``null`` there and a
-    struct later fails the load. Builds write these features into the output's ``README.md`` so that
-    ``load_dataset(OUT_DIR)`` works for any mix; pass them as ``features=`` to
-    ``load_dataset("webdataset", ...)`` for the same effect.
+
+def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
+    """The shard sample as an HF ``dataset_info.features`` YAML list (no ``datasets`` import).
+
+    Builds write it into the output's ``README.md`` so that ``load_dataset(OUT)`` works for any mix of
+    samples: HF ``datasets`` infers column types from the first 5 samples, and a field that is
+    ``null`` there and a struct later (``pair``, ``ignore``) otherwise fails the load.
     """
-    from datasets import Features, Image, List, Value
+    string, int64 = "string", "int64"
+    rle = [_field("size", "list", int64), _field("counts", "dtype", string)]
+    turns = _field("conversations", "list", [_field("role", "dtype", string), _field("content", "dtype", string)])
+    indexes = [_field("region_inputs", "list", int64), _field("seg_targets", "list", int64)]
+    region = [
+        _field("mask", "struct", rle), _field("bbox", "list", "float64"), _field("label", "dtype", string),
+        _field("caption", "dtype", string), _field("ignore", "struct", rle), _field("box_only", "dtype", "bool"),
+        _field("points", "list", {"list": "float64"}),
+    ]  # fmt: skip
+    provenance = [
+        _field("split", "dtype", string), _field("image_id", "dtype", string), _field("ann_ids", "list", string),
+        _field("source_file", "dtype", string), _field("repeat", "dtype", int64),
+    ]  # fmt: skip
+    image = [_field("file_name", "dtype", string), _field("width", "dtype", int64), _field("height", "dtype", int64),
+             _field("sha256", "dtype", string)]  # fmt: skip
+    sample = [
+        _field("schema", "dtype", int64), _field("key", "dtype", string), _field("source", "dtype", string),
+        _field("task", "dtype", string), _field("provenance", "struct", provenance), _field("image", "struct", image),
+        _field("regions", "list", region), turns, *indexes, _field("pair", "struct", [turns, *indexes]),
+        _field("visual_prompt", "dtype", string), _field("templates", "list", string),
+    ]  # fmt: skip
+    features = [
+        _field(image_ext, "dtype", "image"),
+        _field("json", "struct", sample),
+        _field("__key__", "dtype", string),
+        _field("__url__", "dtype", string),
+    ]
+    # fresh objects: shared sub-lists would become YAML aliases, and datasets' reader pops keys in place
+    return json.loads(json.dumps(features))
 
-    rle = {"size": List(Value("int64")), "counts": Value("string")}
-    turn = {"role": Value("string"), "content": Value("string")}
-    view = {
-        "conversations": List(turn),
-        "region_inputs": List(Value("int64")),
-        "seg_targets": List(Value("int64")),
-    }
-    region = {
-        "mask": rle,
-        "bbox": List(Value("float64")),
-        "label": Value("string"),
-        "caption": Value("string"),
-        "ignore": rle,
-        "box_only": Value("bool"),
-        "points": List(List(Value("float64"))),
-    }
-    sample = {
-        "schema": Value("int64"),
-        "key": Value("string"),
-        "source": Value("string"),
-        "task": Value("string"),
-        "provenance": {
-            "split": Value("string"),
-            "image_id": Value("string"),
-            "ann_ids": List(Value("string")),
-            "source_file": Value("string"),
-            "repeat": Value("int64"),
-        },
-        "image": {
-            "file_name": Value("string"),
-            "width": Value("int64"),
-            "height": Value("int64"),
-            "sha256": Value("string"),
-        },
-        "regions": List(region),
-        **{k: v for k, v in view.items()},
-        "pair": view,
-        "visual_prompt": Value("string"),
-        "templates": List(Value("string")),
-    }
-    return Features({image_ext: Image(), "json": sample, "__key__": Value("string"), "__url__": Value("string")})
+
+def hf_features(image_ext: str = "jpg"):
+    """``datasets.Features`` of a shard sample; pass as ``features=`` to ``load_dataset("webdataset", ...)``."""
+    from datasets import Features
+
+    return Features._from_yaml_list(hf_features_yaml(image_ext))

@@ -142,7 +142,7 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
     problems = validate_sample(sample)
     if problems:
         raise Reject("invalid_sample", "; ".join(problems[:3]))
-    members = [(f"{planned.key}.{built.image.ext}", built.image.data), (f"{planned.key}.json", encode_sample(built.sample))]
+    members = [(f"{planned.key}.{built.image.ext}", built.image.data), (f"{planned.key}.json", encode_sample(sample))]
     row = {
         "key": planned.key,
         "source": planned.source,

@@ -84,6 +84,9 @@ def test_hf_features_cover_every_key() -> None:
     pytest.importorskip("datasets")
     from fclm_data.schema import hf_features
 
+    from fclm_data.schema import hf_features_yaml
+
     features = hf_features()
+    assert features._to_yaml_list() == hf_features_yaml()  # the static YAML is exactly what datasets writes
     assert list(features["json"]) == list(SAMPLE_KEYS)
     assert list(features["json"]["regions"].feature) == list(REGION_KEYS)
