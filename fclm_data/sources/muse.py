@@ -4,7 +4,7 @@ Release layout (defaults, all overridable): ``muse/muse_{train,val,test_less,tes
 each a JSON list with one record per image::
 
     {"file_name": "COCO_train2014_....jpg"  |  "coco_url": "http://.../train2017/000000xxxxxx.jpg",
-     "id"?: int, "height": int, "width": int, "ann_list"?: [...],
+     "id"?: int, "height": int, "width": int, "ann_list"?: [...] (not read: answers carry the masks),
      "questions": [str, ...],
      "answers": [[{"segmentation": polygons | uncompressed RLE, "category_name": str,
                    "rephrased_name"?: str, "bbox": [x, y, w, h], "id"?: int}, ...], ...],
@@ -57,6 +57,7 @@ from fclm_data.templates import pick, template_text, with_image
 
 _SEG_SLOT = "{seg}"
 _DIGITS = re.compile(r"(\d+)\D*$")
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass
@@ -86,7 +87,8 @@ class MuseSource(Source):
             return result
         seen: dict[str, int] = {}
         try:  # _index_record keeps its own rejects: a Reject here is the file's (then nothing is kept)
-            for position, (offset, length, record) in enumerate(_record_spans(self.data_root / self.annotations, self.annotations)):
+            spans = _record_spans(self.data_root / self.annotations, self.annotations)
+            for position, (offset, length, record) in enumerate(spans):
                 self._index_record(position, offset, length, record, seen, result)
         except Reject as exc:
             return IndexResult([], [self.reject(self.annotations, exc, file=self.annotations)], result.missing)
@@ -103,7 +105,7 @@ class MuseSource(Source):
         image_id = image["id"]
         occurrence = seen.get(image_id, 0)
         seen[image_id] = occurrence + 1
-        stem = f"{self.split}-{image_id}" + (f"-{occurrence}" if occurrence else "")
+        stem = _UNSAFE_KEY_CHARS.sub("_", f"{self.split}-{image_id}") + (f"-{occurrence}" if occurrence else "")
         for n in range(len(questions)):
             try:
                 _qa_of(record, n)
@@ -152,9 +154,10 @@ class MuseSource(Source):
     def _region(self, obj: dict, i: int, height: int, width: int, p: dict) -> Region:
         what = f"record #{p['record']} question {p['qa']} object {i}"
         try:
-            rle, box = nonempty_region_mask(segmentation_to_rle(obj["segmentation"], height, width), what)
+            rle = segmentation_to_rle(obj["segmentation"], height, width)
         except Reject as exc:
             raise Reject(exc.code, f"{what}: {exc.detail}", self.annotations) from exc
+        rle, box = nonempty_region_mask(rle, what)
         label = obj.get("category_name")
         caption = obj.get("rephrased_name")
         return Region(
@@ -205,7 +208,9 @@ def _image_id(record: dict, base: str) -> str:
 def _questions_of(record: dict) -> list:
     questions, answers = record.get("questions"), record.get("answers")
     if not isinstance(questions, list) or not isinstance(answers, list) or not questions:
-        raise Reject("malformed_annotation", "record has no 'questions'/'answers' lists (category-question records are not supported)")
+        raise Reject(
+            "malformed_annotation", "record has no 'questions'/'answers' lists (category-question records are not supported)"
+        )
     return questions
 
 
@@ -226,7 +231,9 @@ def _qa_of(record: dict, n: int) -> tuple[str, list[dict], str | None]:
 
 
 # ---- answers ------------------------------------------------------------------------------------
-def _answer_text(text_answer: str | None, objects: list[dict], seed: int, key: str, rephrased_rate: float) -> tuple[str, list[str]]:
+def _answer_text(
+    text_answer: str | None, objects: list[dict], seed: int, key: str, rephrased_rate: float
+) -> tuple[str, list[str]]:
     """The release's text answer with ``[SEG]`` in place, or PixelLM's template answer."""
     if text_answer is not None and text_answer.count(_SEG_SLOT) == len(objects):
         answer = text_answer.replace(_SEG_SLOT, SEG_TOKEN).strip()
@@ -244,8 +251,8 @@ def _answer_text(text_answer: str | None, objects: list[dict], seed: int, key: s
 
 def _object_name(obj: dict, i: int, seed: int, key: str, rephrased_rate: float) -> str:
     rephrased, category = obj.get("rephrased_name"), obj.get("category_name")
-    use_rephrased = isinstance(rephrased, str) and rephrased.strip() and stable_uniform("muse_name", seed, key, i) < rephrased_rate
-    name = rephrased if use_rephrased else category
+    has_rephrased = isinstance(rephrased, str) and rephrased.strip()
+    name = rephrased if has_rephrased and stable_uniform("muse_name", seed, key, i) < rephrased_rate else category
     if not isinstance(name, str) or not name.strip():
         name = rephrased if isinstance(rephrased, str) else None
     if not isinstance(name, str) or not name.strip():

@@ -110,12 +110,14 @@ class Pix2CapSource(Source):
         short = [s for s in segments if len(s[1]) < self.min_description_chars]
         if self.split == "train" and short:
             sid, text, _ = short[0]
-            raise Reject("bad_text", f"segment {sid} description {text!r} is shorter than {self.min_description_chars} characters (pix2cap drops the image)")
+            detail = f"segment {sid} description {text!r} is shorter than {self.min_description_chars} characters"
+            raise Reject("bad_text", f"{detail} (pix2cap drops the image)")
         info = images.get(image_id, {})
+        size = [info.get("height"), info.get("width")]
         return {
             "image_id": str(image_id),
             "png": png,
-            "size": [info["height"], info["width"]] if isinstance(info.get("height"), int) and isinstance(info.get("width"), int) else None,
+            "size": size if all(isinstance(v, int) for v in size) else None,
             "segments": segments,
         }
 

@@ -95,7 +95,7 @@ class ReasonSegSource(Source):
         folder = self.data_root / self.split_dir
         files = {p.name for p in folder.iterdir() if p.is_file()}
         stems = sorted({n.rsplit(".", 1)[0] for n in files if n.endswith((".jpg", ".json"))})
-        explanations = self._explanations(stems, files, result)
+        explanations = self._explanations(files, result)
         uids: set[str] = set()
         for stem in stems:
             try:
@@ -142,7 +142,7 @@ class ReasonSegSource(Source):
             uids.add(uid)
             result.units.append(Unit(uid, p, stem))
 
-    def _explanations(self, stems: list[str], files: set[str], result: IndexResult) -> dict[str, str]:
+    def _explanations(self, files: set[str], result: IndexResult) -> dict[str, str]:
         """``<stem>.jpg`` -> explanation text; entries naming no image of the split are rejects."""
         if not self._uses_explanations or self.explanatory_file in result.missing:
             return {}

@@ -55,7 +55,8 @@ def _png(ids: np.ndarray) -> bytes:
 def _segment(sid: int, category_id: int, region: np.ndarray, description: str) -> dict:
     ys, xs = np.nonzero(region)
     box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] if xs.size else [0, 0, 0, 0]
-    return {"id": sid, "category_id": category_id, "iscrowd": 0, "bbox": box, "area": int(region.sum()), "description": description}
+    area = int(region.sum())
+    return {"id": sid, "category_id": category_id, "iscrowd": 0, "bbox": box, "area": area, "description": description}
 
 
 def _image(ctx: SynthContext, image_id: int, rng: np.random.Generator) -> tuple[dict, dict, bytes]:
@@ -75,7 +76,8 @@ def _image(ctx: SynthContext, image_id: int, rng: np.random.Generator) -> tuple[
     if image_id == EMPTY_DESCRIPTION_IMAGE:
         segments[-1]["description"] = ""
     if image_id == EMPTY_SEGMENT_IMAGE:
-        segments.append(_segment(sids[n + 2], BACKGROUND["id"], ids == sids[n + 2], "A patch of floor that the panoptic map does not show."))
+        absent = "A patch of floor that the panoptic map does not show."
+        segments.append(_segment(sids[n + 2], BACKGROUND["id"], ids == sids[n + 2], absent))
     name = f"{image_id:012d}"
     image = {"id": image_id, "file_name": f"{name}.jpg", "height": scene.height, "width": scene.width}
     annotation = {"image_id": image_id, "file_name": f"{name}.png", "segments_info": segments}
@@ -92,7 +94,13 @@ def write(ctx: SynthContext) -> None:
             ctx.write_bytes(f"coco/panoptic_{split}2017/{annotation['file_name']}", png)
             images.append(image)
             annotations.append(annotation)
-        body = {"info": {"description": "Pix2Cap-COCO (synthetic)"}, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
+        body = {
+            "info": {"description": "Pix2Cap-COCO (synthetic)"},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         ctx.write_text(f"pix2cap/pix2cap_coco_{split}.json", json.dumps(body))
 
 

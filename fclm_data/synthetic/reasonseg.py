@@ -39,7 +39,8 @@ def _shape(label: str, points: list[list[float]], image_name: str) -> dict:
 
 def _instructions(target: SceneObject, is_sentence: bool, n: int, cp1252: bool) -> list[str]:
     if not is_sentence:
-        return [f"{target.colour} {target.shape}", f"{target.size} {target.shape}", f"{target.shape} on the {target.position.split()[-1]}"][:n]
+        side = target.position.split()[-1]
+        return [f"{target.colour} {target.shape}", f"{target.size} {target.shape}", f"{target.shape} on the {side}"][:n]
     texts = [
         f"Something {target.colour} is needed to finish the decoration. Which shape in the picture could provide it?",
         f"If you had to find every {target.shape} in this scene, what would you point at?",
@@ -62,7 +63,9 @@ def _annotation(scene: Scene, split: str, number: int, rng: np.random.Generator)
         shapes.append(_shape("ignore", _box_polygon(x + w * 0.35, y + h * 0.35, x + w * 0.65, y + h * 0.65), name))
     elif number % 3 == 1:  # an ignore band around the target: the (smaller) target is painted last
         pad = 4.0
-        shapes.insert(0, _shape("ignore", _box_polygon(max(0.0, x - pad), max(0.0, y - pad), min(scene.width - 1.0, x + w + pad), min(scene.height - 1.0, y + h + pad)), name))
+        x0, y0 = max(0.0, x - pad), max(0.0, y - pad)
+        band = _box_polygon(x0, y0, min(scene.width - 1.0, x + w + pad), min(scene.height - 1.0, y + h + pad))
+        shapes.insert(0, _shape("ignore", band, name))
     if number % 2 == 0:  # a deprecated flag shape, skipped by every loader
         shapes.append(_shape("flag", _box_polygon(2, 2, 12, 12), name))
     is_sentence = number % 4 != 1
@@ -99,7 +102,8 @@ def write(ctx: SynthContext) -> None:
             encoding = "cp1252" if (split, number) == CP1252_IMAGE else "utf-8"
             ctx.write_bytes(f"{ROOT}/{split}/image_{number}.json", json.dumps(data, ensure_ascii=False).encode(encoding))
             if split == "train" and (split, number) != UNEXPLAINED_IMAGE:
-                explanations.append({"image": f"image_{number}.jpg", "query": data["text"][0], "outputs": _explanation(scene.objects[0])})
+                explanation = _explanation(scene.objects[0])
+                explanations.append({"image": f"image_{number}.jpg", "query": data["text"][0], "outputs": explanation})
     ctx.write_text(f"{ROOT}/explanatory/train.json", json.dumps(explanations, indent=1))
 
 

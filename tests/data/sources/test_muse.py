@@ -123,7 +123,8 @@ def test_fallback_answer_follows_pixellm_composition() -> None:
             assert answer == "Brown Teddy is [SEG], cup is [SEG] and red hat is [SEG]."
         else:
             template = template_text(ids[0])
-            assert answer == template.replace("{class_name}", "brown teddy, cup, red hat").replace("{seg}", "[SEG], [SEG] and [SEG]")
+            expected = template.replace("{class_name}", "brown teddy, cup, red hat")
+            assert answer == expected.replace("{seg}", "[SEG], [SEG] and [SEG]")
     assert seen_tables == set(FALLBACK_TABLES)
     answer, _ = _answer_text(None, objects[:1], 0, "k", rephrased_rate=0.0)
     assert "teddy bear" in answer and "[SEG]" in answer and "and" not in answer  # LVIS underscores dropped

@@ -161,7 +161,8 @@ def test_eval_splits_one_sample_per_instruction_with_lisa_prompt(data_root: Path
     for sample, _, _ in samples.values():
         data = _annotation(data_root, split, sample["provenance"]["image_id"])
         text = data["text"][int(sample["provenance"]["ann_ids"][0].removeprefix("text"))]
-        expected = f"{text} Please output segmentation mask." if data["is_sentence"] else f"What is {text} in this image? Please output segmentation mask."
+        question = text if data["is_sentence"] else f"What is {text} in this image?"
+        expected = f"{question} Please output segmentation mask."
         assert [t["content"] for t in sample["conversations"]] == [f"<image>\n{expected}", "[SEG]."]
         assert len(sample["regions"]) == 1 and sample["provenance"]["split"] == split
 
@@ -192,7 +193,8 @@ def test_bad_images_are_rejected_with_reasons(data_root: Path, tmp_path: Path) -
     assert Counter(r["code"] for r in rejects) == {
         "malformed_annotation": 1, "no_regions": 1, "bad_polygon": 1, "bad_text": 1, "missing_file": 1, "missing_image": 2,
     }  # fmt: skip
-    assert {r["record"] for r in rejects if r["code"] == "missing_image"} == {"train/no_jpg", f"{ROOT}/explanatory/train.json#{len(explanations) - 1}"}
+    ghost = f"{ROOT}/explanatory/train.json#{len(explanations) - 1}"
+    assert {r["record"] for r in rejects if r["code"] == "missing_image"} == {"train/no_jpg", ghost}
     ledger = manifest["sources"]["reasonseg"]
     assert ledger["written"] == good
     assert ledger["records"] == ledger["available"] + ledger["index_rejected"]
