@@ -21,6 +21,9 @@ Decisions (documented choices):
   sample per description) and a segment without a usable description is a ``bad_text`` reject.
 * Pixels whose id is not in ``segments_info`` (0 and unlisted ids) are void: they belong to no
   region. A listed segment with no pixel in the PNG is dropped from its sample (``empty_mask``).
+  Crowd segments (``iscrowd``) are kept like any described segment; ``bbox``/``area`` are not read
+  (boxes come from the masks). A third-party loader keeps only descriptions longer than 5
+  characters; we follow the official registration instead.
 """
 
 from __future__ import annotations
