@@ -77,12 +77,48 @@ RES_QUESTIONS = (
 #: LISA's ANSWER_LIST (identical to Table 12's DL-RES answers).
 RES_ANSWERS = DLRES_ANSWERS
 
+# ===================================================================================================
+# --- grounding family: ReasonSeg, MUSE, Pix2Cap ----------------------------------------------------
+# ReasonSeg phrases (is_sentence false) use RES_QUESTIONS (LISA's SHORT_QUESTION_LIST) and every
+# single-mask answer uses RES_ANSWERS; Pix2Cap uses Table 12's DL-RES tables. Sources below.
+# ===================================================================================================
+#: LISA utils/utils.py LONG_QUESTION_LIST (PixelLM's is identical): reasoning sentences.
+REASON_LONG_QUESTIONS = (
+    "{sent} Please respond with segmentation mask.",
+    "{sent} Please output segmentation mask.",
+)
+#: LISA utils/utils.py EXPLANATORY_QUESTION_LIST, appended to the instruction when the answer
+#: carries ReasonSeg's explanatory text.
+REASON_EXPLANATORY_QUESTIONS = (
+    "Please output segmentation mask and explain why.",
+    "Please output segmentation mask and explain the reason.",
+    "Please output segmentation mask and give some explanation.",
+)
+#: PixelLM utils/utils.py MR_SINGLE_ANSWER_LIST: one clause per target, joined "a, b and c."
+MUSE_SINGLE_ANSWERS = ("{class_name} is [SEG].",)
+#: PixelLM utils/utils.py MR_MULTI_ANSWER_LIST: all targets in one clause; {seg} = "[SEG], [SEG] and [SEG]".
+MUSE_MULTI_ANSWERS = (
+    "{class_name} are {seg}, separately.",
+    "{class_name} are {seg}.",
+    "Sure, {class_name} are {seg}, separately.",
+    "Sure, {class_name} are {seg}.",
+    "the segmentation result of {class_name} are {seg}.",
+    "the segmentation result of {class_name} are {seg}, separately.",
+    "Sure, the segmentation result of {class_name} are {seg}.",
+    "Sure, the segmentation result of {class_name} are {seg}, separately.",
+)
+# --- end of the grounding family -------------------------------------------------------------------
+
 TABLES: dict[str, tuple[str, ...]] = {
     "dlc_question": DLC_QUESTIONS,
     "dlres_question": DLRES_QUESTIONS,
     "dlres_answer": DLRES_ANSWERS,
     "res_question": RES_QUESTIONS,
     "res_answer": RES_ANSWERS,
+    "reason_long_question": REASON_LONG_QUESTIONS,
+    "reason_explanatory_question": REASON_EXPLANATORY_QUESTIONS,
+    "muse_single_answer": MUSE_SINGLE_ANSWERS,
+    "muse_multi_answer": MUSE_MULTI_ANSWERS,
 }
 
 _CAPTION_SLOT = "<Detailed Localized Caption>"
