@@ -51,7 +51,8 @@ _DESCRIPTION = re.compile(r"^<region(\d+)>\s*:\s*(.+)$", re.DOTALL)
 _COCO_ID = re.compile(r"(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 
 
-def coco_image_candidates(file_name: str, coco_root: str, train2014_dir: str, coco2017_dirs: tuple[str, ...]) -> list[str]:
+def coco_image_candidates(file_name: str, coco_root: str, train2014_dir: str,
+                          coco2017_dirs: tuple[str, ...]) -> list[str]:
     """Where a COCO image named by a release may be, in the order tried (see the module docstring)."""
     name = safe_relpath(file_name)
     if "/" in name:
@@ -91,19 +92,20 @@ class _OspreySource(Source):
         return self.file
 
     def required_paths(self) -> list[str]:
-        return [self.ann_file]
+        return [self.ann_file, self.coco_root]
 
     def index(self) -> IndexResult:
         missing = self.missing_paths()
-        if missing:
+        if self.ann_file in missing:
             return IndexResult([], [], missing)
         try:
             records = load_json_file(self.data_root, self.ann_file)
             if not isinstance(records, list):
-                raise Reject("malformed_annotation", f"{self.ann_file} holds a {type(records).__name__}, not a list", self.ann_file)
+                detail = f"{self.ann_file} holds a {type(records).__name__}, not a list"
+                raise Reject("malformed_annotation", detail, self.ann_file)
         except Reject as exc:
-            return IndexResult([], [self.reject(self.ann_file, exc)], [])
-        result = IndexResult([], [], [])
+            return IndexResult([], [self.reject(self.ann_file, exc)], missing)
+        result = IndexResult([], [], missing)
         for pos, record in enumerate(records):
             name = f"record #{pos}" + (f" (id {record.get('id')})" if isinstance(record, dict) and "id" in record else "")
             try:
@@ -131,7 +133,10 @@ class _OspreySource(Source):
         rle, box = nonempty_region_mask(rle, f"{p['record']} region {index + 1}")
         return Region(mask=rle, bbox=box)
 
-    def _sample(self, p: dict, key: str, repeat: int, image: ImageData, order, regions, turns, region_inputs, templates, options) -> Sample:
+    def _sample(
+        self, p: dict, key: str, repeat: int, image: ImageData, order: list[int], regions: list[Region],
+        turns: list[Turn], region_inputs: list[int], templates: list[str], options: BuildOptions,
+    ) -> Sample:
         """``order``: the 0-based annotation index of each of ``regions``."""
         turns[0] = Turn("user", with_image(turns[0].content))
         ann_ids = [p["regions"][str(i)]["ann_id"] for i in order]
@@ -184,7 +189,8 @@ def _used_regions(record: dict, numbers: set[int]) -> dict[str, dict]:
     used = {}
     for n in sorted(numbers):
         ann = record["annotation"][n - 1]
-        used[str(n - 1)] = {"segmentation": ann["segmentation"], "ann_id": str(ann["id"]) if "id" in ann else f"region{n}"}
+        ann_id = str(ann["id"]) if "id" in ann else f"region{n}"
+        used[str(n - 1)] = {"segmentation": ann["segmentation"], "ann_id": ann_id}
     return used
 
 
@@ -225,7 +231,8 @@ class OspreyConversationSource(_OspreySource):
             try:
                 regions.append(self._region(p, index, image))
             except Reject as exc:
-                raise Reject(exc.code, f"region {index + 1} is referenced but unusable: {exc.detail}", self.ann_file) from exc
+                detail = f"region {index + 1} is referenced but unusable: {exc.detail}"
+                raise Reject(exc.code, detail, self.ann_file) from exc
         if self.answer_suffix:
             turns = [_with_suffix(t, self.answer_suffix) for t in turns]
         return Built(self._sample(p, key, repeat, image, order, regions, turns, region_inputs, templates, options), image)
@@ -298,7 +305,8 @@ class OspreyDetailSource(_OspreySource):
         if not match or not match.group(2).strip():
             raise Reject("bad_text", f"description does not read '<regionN>: text': {description[:60]!r}")
         if len(repaired.numbers) > 1 and self.multi_region == "drop":
-            raise Reject("bad_text", f"description names {len(repaired.numbers)} regions {repaired.numbers}; its subject is ambiguous")
+            detail = f"description names {len(repaired.numbers)} regions {repaired.numbers}; its subject is ambiguous"
+            raise Reject("bad_text", detail)
         return int(match.group(1)), match.group(2).strip()
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
@@ -316,11 +324,14 @@ class OspreyDetailSource(_OspreySource):
             template_id, question = pick("dlc_question", options.seed, key, f"turn{n}")
             raw_turns += [("user", question.replace("<region>", f"<region{number}>")), ("assistant", text)]
             templates.append(template_id)
+            if usable[number - 1].caption is None:  # the region's (first) description is its caption
+                usable[number - 1].caption = CANONICAL_TAG.sub(lambda m: f"region {m.group(1)}", text)
         if not raw_turns:
             raise Reject(dropped[0][1].code, f"no described region is usable: {dropped[0][1].detail}", self.ann_file)
         turns, order, region_inputs = render_inline(raw_turns)
         regions = [usable[i] for i in order]
-        return Built(self._sample(p, key, repeat, image, order, regions, turns, region_inputs, templates, options), image, dropped)
+        sample = self._sample(p, key, repeat, image, order, regions, turns, region_inputs, templates, options)
+        return Built(sample, image, dropped)
 
 
 _FILES = "osprey/osprey_{}.json"

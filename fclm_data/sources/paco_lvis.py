@@ -86,12 +86,14 @@ class _RocSource(Source):
 
     def _build(self, p: dict, key: str, repeat: int, options: BuildOptions, source_file: str) -> Built:
         """Read the image, convert up to ``max_regions`` of ``p["anns"]`` and ask for each label."""
-        candidates = coco_image_candidates(p["file_name"], self.coco_root, f"{self.coco_root}/train2014", tuple(self.coco2017_dirs))
+        train2014 = f"{self.coco_root}/train2014"
+        candidates = coco_image_candidates(p["file_name"], self.coco_root, train2014, tuple(self.coco2017_dirs))
         image = read_first_image(self.data_root, candidates, options.max_image_pixels)
         expect_size(image, p["width"], p["height"], f"{source_file} {p['record']}")
         anns = p["anns"]
         chosen, dropped = [], []
-        for position in sorted(range(len(anns)), key=lambda i: stable_hash("roc_region", options.seed, key, anns[i]["ann_id"])):
+        draw = sorted(range(len(anns)), key=lambda i: stable_hash("roc_region", options.seed, key, anns[i]["ann_id"]))
+        for position in draw:
             if len(chosen) == self.max_regions:
                 break
             try:
@@ -105,7 +107,8 @@ class _RocSource(Source):
         turns, templates = [], []
         for n, (position, region) in enumerate(chosen):
             template_id, question = self._question(key, options.seed, n)
-            turns += [Turn("user", with_image(question) if n == 0 else question), Turn("assistant", render_label(region.label, self.label_style))]
+            answer = render_label(region.label, self.label_style)
+            turns += [Turn("user", with_image(question) if n == 0 else question), Turn("assistant", answer)]
             templates.append(template_id)
         sample = Sample(
             key=key,
@@ -180,24 +183,31 @@ class PacoLvisSource(_RocSource):
         if self.unit not in ("image", "region"):
             raise ValueError(f"unit must be 'image' or 'region', got {self.unit!r}")
         if self.unit == "region":
-            self.max_regions = 1
+            self.max_regions = 1  # a region unit holds exactly one annotation
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         return self._build(unit.payload, key, repeat, options, self.ann_file)
 
 
 def _paco_tables(data: Any, rel: str) -> tuple[dict[int, dict], list, dict[int, str], dict[int, str]]:
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+    keys = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in keys):
         raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations'/'categories' lists", rel)
     images = {}
     for image in data["images"]:
         try:
-            images[image["id"]] = {"file_name": safe_relpath(image["file_name"]), "height": int(image["height"]), "width": int(image["width"])}
+            images[image["id"]] = {
+                "file_name": safe_relpath(image["file_name"]),
+                "height": int(image["height"]),
+                "width": int(image["width"]),
+            }
         except (KeyError, TypeError, ValueError) as exc:
             raise Reject("malformed_annotation", f"{rel}: image entry {str(image)[:80]} lacks {exc}", rel) from exc
-    names = {c["id"]: c["name"] for c in data["categories"] if isinstance(c, dict) and isinstance(c.get("name"), str)}
-    parts = {c["id"]: c["name"] for c in data.get("part_categories", []) if isinstance(c, dict) and isinstance(c.get("name"), str)}
-    return images, data["annotations"], names, parts
+    return images, data["annotations"], _names(data["categories"]), _names(data.get("part_categories", []))
+
+
+def _names(categories: Any) -> dict[int, str]:
+    return {c["id"]: c["name"] for c in categories if isinstance(c, dict) and isinstance(c.get("name"), str)}
 
 
 def _paco_entry(ann: Any, ann_id: Any, images: dict, names: tuple[dict, dict], objects: dict, seen: set) -> dict:
@@ -223,7 +233,8 @@ def _category_name(ann: dict, all_names: tuple[dict, dict], objects: dict) -> st
     parent = objects.get(ann.get("obj_ann_id"))
     if part is not None and parent is not None and parent.get("category_id") in names:
         return f"{names[parent['category_id']]}:{part}"
-    raise Reject("malformed_annotation", f"category_id {category!r} is in neither 'categories' nor (with obj_ann_id) 'part_categories'")
+    detail = f"category_id {category!r} is in neither 'categories' nor (with obj_ann_id) 'part_categories'"
+    raise Reject("malformed_annotation", detail)
 
 
 @dataclass
@@ -244,7 +255,8 @@ class OspreyRocEvalSource(_RocSource):
         try:
             records = load_json_file(self.data_root, self.file)
             if not isinstance(records, list):
-                raise Reject("malformed_annotation", f"{self.file} holds a {type(records).__name__}, not a list", self.file)
+                detail = f"{self.file} holds a {type(records).__name__}, not a list"
+                raise Reject("malformed_annotation", detail, self.file)
         except Reject as exc:
             return IndexResult([], [self.reject(self.file, exc)], missing)
         result = IndexResult([], [], missing)
@@ -255,10 +267,13 @@ class OspreyRocEvalSource(_RocSource):
                 result.rejects.append(self.reject(f"record #{pos}", exc, file=self.file))
                 continue
             for i, (name, ann) in enumerate(zip(record["categories"], record["annotations"])):
+                problem = None
                 if not isinstance(name, str) or not name.strip():
-                    result.rejects.append(self.reject(f"record #{pos} region {i}", Reject("bad_text", "category name is empty"), file=self.file))
+                    problem = Reject("bad_text", "category name is empty")
                 elif not isinstance(ann, dict) or not isinstance(ann.get("segmentation"), (dict, list)):
-                    result.rejects.append(self.reject(f"record #{pos} region {i}", Reject("malformed_annotation", "no segmentation"), file=self.file))
+                    problem = Reject("malformed_annotation", "no segmentation")
+                if problem:
+                    result.rejects.append(self.reject(f"record #{pos} region {i}", problem, file=self.file))
                 else:
                     entry = {"ann_id": f"{pos}/{i}", "name": name.strip(), "segmentation": ann["segmentation"]}
                     result.units.append(Unit(f"{pos:05d}-{i:03d}", {**meta, "anns": [entry]}, meta["image_id"]))
@@ -274,13 +289,15 @@ def _eval_meta(record: Any, pos: int) -> dict:
     if not isinstance(record["categories"], list) or not isinstance(record["annotations"], list):
         raise Reject("malformed_annotation", "'categories'/'annotations' are not lists")
     if len(record["categories"]) != len(record["annotations"]):
-        raise Reject("malformed_annotation", f"{len(record['categories'])} categories for {len(record['annotations'])} annotations")
+        counts = f"{len(record['categories'])} categories for {len(record['annotations'])} annotations"
+        raise Reject("malformed_annotation", counts)
     try:
         height, width = int(record["height"]), int(record["width"])
     except (TypeError, ValueError) as exc:
         raise Reject("malformed_annotation", f"height/width are not integers: {exc}") from exc
     file_name = safe_relpath(record["file_name"])
-    return {"file_name": file_name, "height": height, "width": width, "image_id": coco_image_id(file_name, pos), "record": f"record #{pos}"}
+    image_id = coco_image_id(file_name, pos)
+    return {"file_name": file_name, "height": height, "width": width, "image_id": image_id, "record": f"record #{pos}"}
 
 
 register_source(

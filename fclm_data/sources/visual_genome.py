@@ -180,7 +180,7 @@ class VgGritSource(_VgSource):
 
 def _coco_file(data: Any, rel: str) -> tuple[dict[Any, dict], list]:
     """(image id -> {id, file_name, height, width}, annotations) of a COCO-style file."""
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations' lists", rel)
     images: dict[Any, dict] = {}
     for image in data["images"]:

@@ -1,4 +1,6 @@
-"""Osprey-724K in its HF release layout: ``osprey/osprey_{short_form,lvis_positive_negative,conversation,detail_description}.json``.
+"""Osprey-724K in its HF release layout: ``osprey/osprey_<name>.json``.
+
+``<name>`` is ``short_form``, ``lvis_positive_negative``, ``conversation`` or ``detail_description``.
 
 Each file is a JSON list of per-image records ``{id, file_name, height, width, annotation:
 [{segmentation, bbox, area}], conversations | description}``. Conversation, short-form and detail

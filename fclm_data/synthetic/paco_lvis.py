@@ -1,4 +1,6 @@
-"""PACO-LVIS (``paco/paco_lvis_v1_{train,val}.json``) and Osprey's ROC eval files (``osprey/eval/*_val_1k_category.json``).
+"""PACO-LVIS (``paco/paco_lvis_v1_{train,val}.json``) and Osprey's ROC eval files.
+
+The eval files are ``osprey/eval/paco_val_1k_category.json`` and ``lvis_val_1k_category.json``.
 
 PACO: COCO JSON whose ``categories`` hold object names and "object:part" names (the training
 release's 531-category form), plus ``part_categories``; ``file_name`` carries the COCO 2017 split
@@ -70,13 +72,15 @@ def paco_split(ctx: SynthContext, split: str) -> dict:
             name, part = OBJECTS[obj.shape]
             object_mask = polygon_mask(obj.polygon, scene.height, scene.width)
             object_id = image_id * 100 + 2 * k
-            for ann_id, mask, category in ((object_id, object_mask, name), (object_id + 1, part_mask(scene, obj.polygon), f"{name}:{part}")):
+            pair = ((object_id, object_mask, name), (object_id + 1, part_mask(scene, obj.polygon), f"{name}:{part}"))
+            for ann_id, mask, category in pair:
                 form = "rle_uncompressed" if ann_id == first * 100 else "rle_compressed"
                 anns.append({"id": ann_id, "image_id": image_id, "category_id": _category_id(category), "bbox": obj.box,
                              "area": int(mask.sum()), "segmentation": encode_segmentation(mask, form),
                              "obj_ann_id": object_id, "attribute_ids": []})  # fmt: skip
     if split == "train":
-        anns[1]["segmentation"] = encode_segmentation(np.zeros((images[0]["height"], images[0]["width"]), np.uint8), "rle_compressed")
+        empty = np.zeros((images[0]["height"], images[0]["width"]), np.uint8)
+        anns[1]["segmentation"] = encode_segmentation(empty, "rle_compressed")
         anns[2]["category_id"] = UNKNOWN_CATEGORY
     cats, parts = categories()
     return {"images": images, "annotations": anns, "categories": cats, "part_categories": parts, "attributes": []}
@@ -97,7 +101,8 @@ def roc_eval_records(ctx: SynthContext, which: str) -> list[dict]:
             else:
                 names.append(name)
                 segs.append({"segmentation": encode_segmentation(mask, EVAL_FORMS[k % 2], obj.polygon)})
-        record = {"file_name": f"{image_id:012d}.jpg", "height": scene.height, "width": scene.width, "categories": names, "annotations": segs}
+        record = {"file_name": f"{image_id:012d}.jpg", "height": scene.height, "width": scene.width,
+                  "categories": names, "annotations": segs}  # fmt: skip
         if serial == 2:
             record["annotations"] = record["annotations"] + [segs[0]]  # lists of different lengths
         elif serial == 3:

@@ -4,8 +4,9 @@ GRiT ``visual_genome/train.json`` + ``visual_genome/images/`` (the same VG image
 Both files are COCO-style (``images`` / ``annotations``, annotation ``caption``). Osprey's has
 HQ-SAM-like masks rotating through the three pycocotools encodings; GRiT's has ``bbox`` [x, y, w,
 h] and ``area`` only. VG images are their own scenes (ids 1..n, ``<id>.jpg``), not COCO. Quirks:
-Osprey file: an empty caption and a 2-point polygon (in the image with the fewest regions); GRiT file: a zero-area box, a box under 1 pixel wide, one partly outside the image
-(clipped) and one wholly outside.
+Osprey file: an empty caption and a 2-point polygon (in the image with the fewest regions); GRiT
+file: a zero-area box, a box under 1 pixel wide, one partly outside the image (clipped) and one
+wholly outside.
 """
 
 from __future__ import annotations

@@ -178,6 +178,8 @@ def test_detailed_description_one_sample_per_record(data_root: Path, osprey_out:
         assert [t["content"] for t in sample["conversations"][1::2]] == [re.sub(r"^<[^>]*>: ", "", d) for d in kept]
         assert all(t.startswith("dlc_question:") for t in sample["templates"]) and len(sample["templates"]) == len(kept)
         assert len(sample["region_inputs"]) == len(kept) and sample["task"] == "detailed_description"
+        first_text = re.sub(r"^<[^>]*>: ", "", kept[0])
+        assert sample["regions"][sample["region_inputs"][0]]["caption"] == first_text
     codes = sorted(r["code"] for r in rejects.values())
     assert codes == ["bad_text", "malformed_annotation"]  # two regions named; a region the record lacks
     assert any("names 2 regions" in r["detail"] for r in rejects.values())
