@@ -42,6 +42,7 @@ from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
 from fclm_data.sources.osprey import coco_image_candidates, coco_image_id, read_first_image
+from fclm_data.sources.visual_genome import id_order, key_safe
 from fclm_data.templates import ROC_QUESTIONS, pick, with_image
 
 _QUALIFIER = re.compile(r"_\([^)]*\)")
@@ -169,12 +170,12 @@ class PacoLvisSource(_RocSource):
                 continue
             if self.include_parts or ":" not in entry["name"]:
                 per_image[ann["image_id"]].append(entry)
-        for image_id in sorted(per_image):
+        for image_id in sorted(per_image, key=id_order):
             meta = {**images[image_id], "record": f"image {image_id}", "image_id": str(image_id)}
-            entries = sorted(per_image[image_id], key=lambda e: e["ann_id"])
+            entries = sorted(per_image[image_id], key=lambda e: id_order(e["ann_id"]))
             groups = [entries] if self.unit == "image" else [[e] for e in entries]
             for group in groups:
-                uid = f"{self.split}-{image_id}" if self.unit == "image" else f"{self.split}-{group[0]['ann_id']}"
+                uid = key_safe(f"{self.split}-{image_id if self.unit == 'image' else group[0]['ann_id']}")
                 result.units.append(Unit(uid, {**meta, "anns": group}, str(image_id)))
         return result
 

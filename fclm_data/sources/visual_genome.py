@@ -71,9 +71,9 @@ class _VgSource(Source):
                 result.rejects.append(self.reject(f"ann {ann_id}", exc, file=self.file))
                 continue
             per_image[ann["image_id"]].append(entry)
-        for image_id in sorted(per_image, key=_id_order):
-            entries = sorted(per_image[image_id], key=lambda e: _id_order(e["ann_id"]))
-            result.units.append(Unit(_uid(image_id), {"image": images[image_id], "anns": entries}, str(image_id)))
+        for image_id in sorted(per_image, key=id_order):
+            entries = sorted(per_image[image_id], key=lambda e: id_order(e["ann_id"]))
+            result.units.append(Unit(key_safe(image_id), {"image": images[image_id], "anns": entries}, str(image_id)))
         return result
 
     def _entry(self, ann: Any, ann_id: Any, images: dict, seen: set) -> dict:
@@ -198,13 +198,14 @@ def _coco_file(data: Any, rel: str) -> tuple[dict[Any, dict], list]:
     return images, data["annotations"]
 
 
-def _id_order(value: Any) -> tuple:
+def id_order(value: Any) -> tuple:
     """Numeric ids in numeric order, any other ids after them as text."""
     return (0, value, "") if isinstance(value, int) else (1, 0, str(value))
 
 
-def _uid(image_id: Any) -> str:
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in str(image_id))
+def key_safe(value: Any) -> str:
+    """An id as a sample-key part: anything outside [A-Za-z0-9_-] becomes '_'."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in str(value))
 
 
 register_source(

@@ -229,3 +229,23 @@ def test_ledgers_balance_and_every_sample_is_valid(osprey_out: Path, samples: di
         first = sample["conversations"][0]["content"]
         assert first.startswith("<image>\n") and "".join(t["content"] for t in sample["conversations"]).count("<image>") == 1
         assert sample["seg_targets"] == [] and sample["provenance"]["split"] == "train"
+
+
+CAPTIONING = [
+    "vg", "vg_grit", "paco_lvis", "osprey_paco_roc_eval", "osprey_lvis_roc_eval",
+    "osprey_short_form", "osprey_lvis_posneg", "osprey_conversations", "osprey_detailed_description",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CAPTIONING)
+@pytest.mark.parametrize("content", ["{not json", '{"a": 1}', "[1, 2]"])
+def test_broken_annotation_files_never_raise(tmp_path: Path, name: str, content: str) -> None:
+    """A file that is not JSON or has the wrong shape is one reject naming it (or per-record rejects)."""
+    source = get_source(name, tmp_path)
+    ann_file = source.required_paths()[0]
+    assert source.index().missing  # nothing there yet: reported, not raised
+    (tmp_path / ann_file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / ann_file).write_text(content)
+    result = get_source(name, tmp_path).index()
+    assert result.units == [] and result.rejects
+    assert all(r.code == "malformed_annotation" and r.file == ann_file for r in result.rejects)
