@@ -77,7 +77,7 @@ RES_QUESTIONS = (
 #: LISA's ANSWER_LIST (identical to Table 12's DL-RES answers).
 RES_ANSWERS = DLRES_ANSWERS
 
-# ===================================================================================================
+# ============================================================================================
 # --- grounding family: ReasonSeg, MUSE, Pix2Cap ----------------------------------------------------
 # ReasonSeg phrases (is_sentence false) use RES_QUESTIONS (LISA's SHORT_QUESTION_LIST) and every
 # single-mask answer uses RES_ANSWERS; Pix2Cap uses Table 12's DL-RES tables. Sources below.
@@ -108,6 +108,66 @@ MUSE_MULTI_ANSWERS = (
     "Sure, the segmentation result of {class_name} are {seg}, separately.",
 )
 # --- end of the grounding family -------------------------------------------------------------------
+=======
+# ==================================================================================================
+# --- Captioning family (VG, PACO-LVIS, Osprey-724K): region caption, ROC, detailed description ---
+# Detailed descriptions use Table 12's DLC questions ("dlc_question"): they are Osprey's
+# DETAILED_QUESTIONS (osprey/datasets/osprey_724k.py) with its typos fixed by the paper.
+# Osprey conversations need no question templates (the questions are the data); listed-region
+# rendering uses REGION_LIST_INTRO.
+# ==================================================================================================
+
+#: Short region captions (VG): Osprey's VGDATA QUESTIONS (osprey/datasets/vg.py), verbatim.
+REGION_CAPTION_QUESTIONS = (
+    "Give me a short description of <region>.",
+    "Can you give me a short description of <region>?",
+    "Can you provide me with a short description of the region in the picture marked by <region>?",
+    "I'm curious about the region represented by <region> in the picture. Could you describe it in few words?",
+    "What can you tell me about the region indicated by <region> in the image in few words?",
+    "I'd like to know more about the area in the photo labeled <region>. Can you give me a concise description?",
+    "Could you describe the region shown as <region> in the picture concisely?",
+    "What can you give me about the region outlined by <region> in the photo?",
+    "Please provide me with a brief description of the region marked with <region> in the image.",
+    "Can you give me a brief introduction of the region labeled as <region> in the picture?",
+    "I'm interested in knowing the region represented by <region> in the photo. Can you describe it in several words?",
+    "What is the region outlined by <region> in the picture like? Could you give me a streamlined description?",
+    "Can you provide me with a brief description of the region in the picture marked by <region>, please?",
+    "I'm curious about the region represented by <region> in the picture. Could you describe it in few words, please?",
+    "What can you tell me about the region indicated by <region> in the image?",
+    "I'd like to know more about the area in the photo labeled <region>, please. Can you give me a simple description?",
+    "Could you describe the region shown as <region> in the picture in several words?",
+    "Please provide me with a simple description of the region marked with <region> in the image, please.",
+    "I'm interested in learning more about the region represented by <region> in the photo. Can you describe it in few words, please?",
+    "What is the region outlined by <region> in the picture like, please? Could you give me a simple and clear description?",
+    "Please describe the region <region> in the image concisely.",
+    "Can you offer a simple analysis of the region <region> in the image?",
+    "Could tell me something about the region highlighted by <region> in the picture briefly?",
+    "Can you share a simple rundown of the region denoted by <region> in the presented image?",
+)  # fmt: skip
+#: Osprey's VGDATA LIMIT, appended to every region-caption question.
+REGION_CAPTION_SUFFIX = " Answer the question using a short phrase."
+#: Osprey's ShortForm / PartLevel ``limit``, appended to every short-form question (LLaVA's wording).
+SHORT_ANSWER_SUFFIX = " Answer the question using a single word or phrase."
+
+#: Referring object classification. (1) is the FCLM supplement's Fig. 7 prompt (SPHINX-V's
+#: "Please identify the labels of each marked region in the image." with the visual prompt inline);
+#: (2) is Osprey's ROC evaluation prompt (osprey/eval/lvis_paco_eval.py); (3)-(5) are ours.
+ROC_QUESTIONS = (
+    "Please identify the labels of each marked <region> in the image.",
+    "What is the category of <region>? Using only one word or phrase.",
+    "What is the category of <region>? Answer the question using a single word or phrase.",
+    "Name the object or object part marked by <region> in the image.",
+    "Which category does the region <region> belong to?",
+)
+
+#: Osprey's conversation prefix ("Ther are {n} part regions in the picture: region1<mask><pos>, ...")
+#: with its typo fixed; (1) for several regions, (2) for one. ``{regions}`` is "region 1 <region>, ...".
+REGION_LIST_INTRO = (
+    "There are {n} part regions in the picture: {regions}.",
+    "There is 1 part region in the picture: {regions}.",
+)
+
+assert all(q.count(REGION_TOKEN) == 1 for q in REGION_CAPTION_QUESTIONS + ROC_QUESTIONS)
 
 TABLES: dict[str, tuple[str, ...]] = {
     "dlc_question": DLC_QUESTIONS,
@@ -119,6 +179,9 @@ TABLES: dict[str, tuple[str, ...]] = {
     "reason_explanatory_question": REASON_EXPLANATORY_QUESTIONS,
     "muse_single_answer": MUSE_SINGLE_ANSWERS,
     "muse_multi_answer": MUSE_MULTI_ANSWERS,
+    "region_caption_question": REGION_CAPTION_QUESTIONS,
+    "roc_question": ROC_QUESTIONS,
+    "region_list_intro": REGION_LIST_INTRO,
 }
 
 _CAPTION_SLOT = "<Detailed Localized Caption>"
