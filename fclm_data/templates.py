@@ -77,12 +77,30 @@ RES_QUESTIONS = (
 #: LISA's ANSWER_LIST (identical to Table 12's DL-RES answers).
 RES_ANSWERS = DLRES_ANSWERS
 
+# ==== Grounded conversation generation (GCG family: GranD-f, OpenPSG, Flickr30K, RefCOCOg-GCG) ====
+#: GLaMM's GCG_QUESTIONS verbatim (mbzuai-oryx/groundingLMM dataset/utils/utils.py, typos included).
+#: FCLM's Fig. 9 shows the first one with "the image" written as "the <image>"; our schema puts
+#: <image> at the start of the turn instead. The answer has no template: it is the caption with
+#: every grounded phrase written ``<p> phrase </p> [SEG]`` (GLaMM's target format).
+GCG_QUESTIONS = (
+    "Could you please give me a detailed description of the image? Please respond with interleaved segmentation masks for the corresponding parts of the answer.",
+    "Can you provide a thorough description of the this image? Please output with interleaved segmentation masks for the corresponding phrases.",
+    "Please describe in detail the contents of the image. Please respond with interleaved segmentation masks for the corresponding parts of the answer.",
+    "Could you give a comprehensive explanation of what can be found within this picture? Please output with interleaved segmentation masks for the corresponding phrases.",
+    "Could you give me an elaborate explanation of this picture? Please respond with interleaved segmentation masks for the corresponding phrases.",
+    "Could you provide me with a detailed analysis of this photo? Please output with interleaved segmentation masks for the corresponding parts of the answer.",
+)  # fmt: skip
+#: How a grounded phrase appears in a GCG answer (GLaMM's ``tag_caption``): one [SEG] per phrase.
+GCG_PHRASE = "<p> {phrase} </p> " + SEG_TOKEN
+# ==== end of GCG family ========================================================================
+
 TABLES: dict[str, tuple[str, ...]] = {
     "dlc_question": DLC_QUESTIONS,
     "dlres_question": DLRES_QUESTIONS,
     "dlres_answer": DLRES_ANSWERS,
     "res_question": RES_QUESTIONS,
     "res_answer": RES_ANSWERS,
+    "gcg_question": GCG_QUESTIONS,
 }
 
 _CAPTION_SLOT = "<Detailed Localized Caption>"
