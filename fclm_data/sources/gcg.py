@@ -25,8 +25,10 @@ Decisions (documented choices):
   A span padded with whitespace is trimmed; an offset that does not match is repaired to the
   phrase's occurrence nearest to it; a phrase absent from the caption is dropped (``bad_text``).
 * Overlapping spans cannot both be tagged (``<p>`` does not nest): the longer phrase is kept
-  (ties: the earlier one) and the other is dropped with ``bad_text``. GLaMM instead trims the
-  earlier span (``end = next start - 1``), which truncates phrases and also cuts adjacent ones.
+  (ties: the earlier one) and the other is dropped with ``bad_text``, in every source. GLaMM's
+  GranD-f/OpenPSG loader tags overlapping spans as they come (garbling the answer); its
+  RefCOCOg-GCG loader trims the earlier span (``end = next start - 1``), which truncates the
+  phrase and also cuts the last character of a phrase merely adjacent to the next one.
 * A null grounding (Sa2VA skips them) is dropped with ``no_regions``; a phrase whose masks fail
   (wrong RLE size, empty, bad polygon) is dropped with that reason. A record with no phrase left
   is rejected with ``no_regions``. Drops are reported once per record (on repetition 0).
@@ -168,6 +170,7 @@ class GcgSource(Source):
     """
 
     split: str = "train"
+    image_dir: str = ""  #: image folder under the data root; ``{split}`` is filled in
     task: ClassVar[str] = "gcg"
 
     @property
@@ -179,7 +182,7 @@ class GcgSource(Source):
 
     @property
     def image_root(self) -> str:
-        return self.image_dir.format(split=self.split)  # type: ignore[attr-defined]
+        return self.image_dir.format(split=self.split)
 
     def _load(self, result: IndexResult) -> Any:
         """The annotation JSON, or None after recording why it is unusable."""
@@ -380,13 +383,13 @@ def _grounding(caption: str, phrase: str, grounding: Any) -> dict:
     return {"ann": phrase, "span": list(span), "segs": segs}
 
 
-_GCG = "Stage 1 Grounded Conversation Generation"
+TABLE7_GCG = "Stage 1 Grounded Conversation Generation"
 register_source(
     "grandf", GranDfSource, "GranD-f human-annotated GCG (GLaMM): caption with <p> phrase </p> [SEG]",
-    f"{_GCG}: GrandF 1,000",
+    f"{TABLE7_GCG}: GrandF 1,000",
 )  # fmt: skip
 register_source(
     "openpsg_gcg", GranDfSource, "OpenPSG GCG (GLaMM's GranD-f release) on COCO train2017",
-    f"{_GCG}: OpenPSG 28,584",
+    f"{TABLE7_GCG}: OpenPSG 28,584",
     ann_file="GranDf/annotations/train/OpenPsgGCG_{split}.json", image_dir="coco/train2017", coco_image_ids=True,
 )  # fmt: skip

@@ -30,7 +30,7 @@ from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
 from fclm_data.sources.base import IndexResult, Unit, load_json_file
-from fclm_data.sources.gcg import GcgSource, check_caption, drop_row, find_phrase, key_safe, size_of
+from fclm_data.sources.gcg import GcgSource, check_caption, drop_row, find_phrase, key_safe, size_of, unique_uid
 from fclm_data.templates import TABLES
 
 Span = tuple[int, int]
@@ -69,6 +69,7 @@ class GranDfGcgEvalSource(GcgSource):
         caption_anns, mask_anns = _by_image(captions["annotations"]), _by_image(masks["annotations"])
         mask_images = {img.get("id"): img for img in masks["images"] if isinstance(img, dict)}
         seen: set[str] = set()
+        uids: dict[str, int] = {}
         for position, image in enumerate(captions["images"]):
             image_id = image.get("id") if isinstance(image, dict) else None
             label = f"image {image_id}" if image_id is not None else f"image #{position}"
@@ -83,7 +84,7 @@ class GranDfGcgEvalSource(GcgSource):
             except Reject as exc:
                 result.rejects.append(self.reject(label, exc, file=self.ann_path))
                 continue
-            result.units.append(Unit(key_safe(f"{self.split}-{image_id}"), payload, str(image_id)))
+            result.units.append(Unit(unique_uid(key_safe(f"{self.split}-{image_id}"), uids), payload, str(image_id)))
         result.units.sort(key=lambda u: u.uid)
         return result
 

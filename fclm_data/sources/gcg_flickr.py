@@ -37,7 +37,9 @@ from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
 from fclm_data.sources.base import IndexResult, Unit
-from fclm_data.sources.gcg import _GCG, GcgSource, check_caption, drop_row, key_safe, resolve_overlaps, size_of
+from fclm_data.sources.gcg import (
+    TABLE7_GCG, GcgSource, check_caption, drop_row, key_safe, resolve_overlaps, size_of, unique_uid,
+)  # fmt: skip
 
 
 @dataclass
@@ -62,6 +64,7 @@ class FlickrGcgSource(GcgSource):
             return result
         images = self._images(data["images"], result)
         per_image = self._annotations(data["annotations"], images, result)
+        seen: dict[str, int] = {}
         for image_id, image in images.items():
             label = f"image {image_id}"
             try:
@@ -69,7 +72,8 @@ class FlickrGcgSource(GcgSource):
             except Reject as exc:
                 result.rejects.append(self.reject(label, exc, file=self.ann_path))
                 continue
-            result.units.append(Unit(key_safe(f"{self.split}-{image_id}"), payload, payload["image_id"]))
+            uid = unique_uid(key_safe(f"{self.split}-{image_id}"), seen)
+            result.units.append(Unit(uid, payload, payload["image_id"]))
         result.units.sort(key=lambda u: u.uid)
         return result
 
@@ -176,5 +180,5 @@ def _phrase(ann: dict, caption: str, size: list[int]) -> dict:
 
 register_source(
     "flickr30k_gcg", FlickrGcgSource, "Flickr30K GCG (GLaMM's GranD-f release): one sample per caption",
-    f"{_GCG}: Flickr30K 148,157",
+    f"{TABLE7_GCG}: Flickr30K 148,157",
 )  # fmt: skip

@@ -20,6 +20,7 @@ them one by one and sums). The answer keeps the caption's case unless ``lowercas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Iterator
 
 from fclm_data.errors import Reject
@@ -27,7 +28,7 @@ from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
 from fclm_data.sources.base import IndexResult, Unit
 from fclm_data.sources.gcg import (
-    _GCG, GcgSource, check_caption, coco_id, drop_row, find_phrase, key_safe, segmentation_list, unique_uid,
+    TABLE7_GCG, GcgSource, check_caption, coco_id, drop_row, find_phrase, key_safe, segmentation_list, unique_uid,
 )  # fmt: skip
 
 
@@ -77,7 +78,7 @@ class RefCocogGcgSource(GcgSource):
         return {
             "images": [f"{self.image_root}/{file_name}"],
             "size": None,  # the release has no image size: the image's own is used
-            "image_id": str(number) if number is not None else file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0],
+            "image_id": str(number) if number is not None else PurePosixPath(file_name).stem,
             "caption": caption,
             "phrases": phrases,
             "drops": drops,
@@ -147,5 +148,5 @@ def _ref_id(ref: Any, position: int) -> str:
 
 register_source(
     "refcocog_gcg", RefCocogGcgSource, "RefCOCOg GCG (GLaMM's GranD-f release) on COCO train2014",
-    f"{_GCG}: RefCOCOg 19,327",
+    f"{TABLE7_GCG}: RefCOCOg 19,327",
 )  # fmt: skip
