@@ -77,7 +77,7 @@ RES_QUESTIONS = (
 #: LISA's ANSWER_LIST (identical to Table 12's DL-RES answers).
 RES_ANSWERS = DLRES_ANSWERS
 
-# ============================================================================================
+# =====================================================================================
 # --- grounding family: ReasonSeg, MUSE, Pix2Cap ----------------------------------------------------
 # ReasonSeg phrases (is_sentence false) use RES_QUESTIONS (LISA's SHORT_QUESTION_LIST) and every
 # single-mask answer uses RES_ANSWERS; Pix2Cap uses Table 12's DL-RES tables. Sources below.
@@ -108,7 +108,6 @@ MUSE_MULTI_ANSWERS = (
     "Sure, the segmentation result of {class_name} are {seg}, separately.",
 )
 # --- end of the grounding family -------------------------------------------------------------------
-=======
 # ==================================================================================================
 # --- Captioning family (VG, PACO-LVIS, Osprey-724K): region caption, ROC, detailed description ---
 # Detailed descriptions use Table 12's DLC questions ("dlc_question"): they are Osprey's
@@ -168,6 +167,22 @@ REGION_LIST_INTRO = (
 )
 
 assert all(q.count(REGION_TOKEN) == 1 for q in REGION_CAPTION_QUESTIONS + ROC_QUESTIONS)
+# ==== Grounded conversation generation (GCG family: GranD-f, OpenPSG, Flickr30K, RefCOCOg-GCG) ====
+#: GLaMM's GCG_QUESTIONS verbatim (mbzuai-oryx/groundingLMM dataset/utils/utils.py, typos included).
+#: FCLM's Fig. 9 shows the first one with "the image" written as "the <image>"; our schema puts
+#: <image> at the start of the turn instead. The answer has no template: it is the caption with
+#: every grounded phrase written ``<p> phrase </p> [SEG]`` (GLaMM's target format).
+GCG_QUESTIONS = (
+    "Could you please give me a detailed description of the image? Please respond with interleaved segmentation masks for the corresponding parts of the answer.",
+    "Can you provide a thorough description of the this image? Please output with interleaved segmentation masks for the corresponding phrases.",
+    "Please describe in detail the contents of the image. Please respond with interleaved segmentation masks for the corresponding parts of the answer.",
+    "Could you give a comprehensive explanation of what can be found within this picture? Please output with interleaved segmentation masks for the corresponding phrases.",
+    "Could you give me an elaborate explanation of this picture? Please respond with interleaved segmentation masks for the corresponding phrases.",
+    "Could you provide me with a detailed analysis of this photo? Please output with interleaved segmentation masks for the corresponding parts of the answer.",
+)  # fmt: skip
+#: How a grounded phrase appears in a GCG answer (GLaMM's ``tag_caption``): one [SEG] per phrase.
+GCG_PHRASE = "<p> {phrase} </p> " + SEG_TOKEN
+# ==== end of GCG family ========================================================================
 
 TABLES: dict[str, tuple[str, ...]] = {
     "dlc_question": DLC_QUESTIONS,
@@ -182,6 +197,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "region_caption_question": REGION_CAPTION_QUESTIONS,
     "roc_question": ROC_QUESTIONS,
     "region_list_intro": REGION_LIST_INTRO,
+    "gcg_question": GCG_QUESTIONS,
 }
 
 _CAPTION_SLOT = "<Detailed Localized Caption>"

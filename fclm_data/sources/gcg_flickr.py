@@ -1,0 +1,184 @@
+"""Flickr30K-GCG (GLaMM's GranD-f release): Flickr30K Entities captions with SAM masks.
+
+Layout: ``GranDf/annotations/train/flickr_mergedGT_GCG_{train,val}.json``, images
+``flickr30k/<file_name>`` (the issue's layout; GLaMM's own folder is the misspelled
+``flikcr_30k/train`` -- set ``image_dir`` to use it).
+
+The file is COCO-format (MDETR's merged-GT Flickr plus SAM masks): ``images[] {id, file_name,
+height, width (strings in places: cast), caption}`` -- one entry per caption, several per photo --
+and ``annotations[] {id, image_id, bbox [x,y,w,h], area, tokens_positive [[s, e], ...], sam_mask
+(compressed RLE), ignore?}``. One sample per ``images[]`` entry (Table 7's 148,157 counts captions).
+
+GLaMM's and Sa2VA's filters, each drop counted with its reason:
+
+* an entry whose caption has fewer than ``min_caption_words`` words (``caption.split(' ')``, as
+  GLaMM counts) is rejected (``bad_text``); one whose min side is under ``min_image_side`` is
+  rejected (``image_too_small``); one with no usable annotation (``no_regions``);
+* an annotation flagged ``ignore`` is dropped (``ignored_annotation``); one whose box has zero
+  intersection with the image, ``area <= 0`` or w or h < 1 is dropped (``bbox_outside_image``);
+* annotation ids must be unique (GLaMM asserts): a repeated id is dropped (``duplicate_id``), the
+  first occurrence kept; an annotation of an unknown image is an index reject.
+
+Only the first ``tokens_positive`` span of an annotation is used (as GLaMM does); the caption is
+used as is (GLaMM does not strip Flickr captions). The region is the ``sam_mask``, its box the
+mask's. GLaMM computes ``file_name.split('_')[-1]`` without using it, which hints that names may
+carry a prefix: the image is looked up as given, then as the part after the last '_'; the photo
+id (``provenance.image_id``) is that part's stem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import PurePosixPath
+from typing import Any
+
+from fclm_data.errors import Reject
+from fclm_data.images import safe_relpath
+from fclm_data.sources import register_source
+from fclm_data.sources.base import IndexResult, Unit
+from fclm_data.sources.gcg import (
+    TABLE7_GCG, GcgSource, check_caption, drop_row, key_safe, resolve_overlaps, size_of, unique_uid,
+)  # fmt: skip
+
+
+@dataclass
+class FlickrGcgSource(GcgSource):
+    ann_file: str = "GranDf/annotations/train/flickr_mergedGT_GCG_{split}.json"
+    image_dir: str = "flickr30k"
+    min_caption_words: int = 3
+    min_image_side: int = 32
+
+    @property
+    def ann_path(self) -> str:
+        return self.ann_file.format(split=self.split)
+
+    def index(self) -> IndexResult:
+        result = IndexResult([], [], self.missing_paths())
+        data = self._load(result)
+        if data is None:
+            return result
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
+            exc = Reject("malformed_annotation", f"{self.ann_path} lacks 'images'/'annotations' lists")
+            result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
+            return result
+        images = self._images(data["images"], result)
+        per_image = self._annotations(data["annotations"], images, result)
+        seen: dict[str, int] = {}
+        for image_id, image in images.items():
+            label = f"image {image_id}"
+            try:
+                payload = self._payload(image, *per_image.get(image_id, ([], [])), label)
+            except Reject as exc:
+                result.rejects.append(self.reject(label, exc, file=self.ann_path))
+                continue
+            uid = unique_uid(key_safe(f"{self.split}-{image_id}"), seen)
+            result.units.append(Unit(uid, payload, payload["image_id"]))
+        result.units.sort(key=lambda u: u.uid)
+        return result
+
+    def _images(self, entries: list, result: IndexResult) -> dict[Any, dict]:
+        images: dict[Any, dict] = {}
+        for position, image in enumerate(entries):
+            image_id = image.get("id") if isinstance(image, dict) else None
+            label = f"image {image_id}" if image_id is not None else f"image #{position}"
+            if not isinstance(image_id, (int, str)):
+                exc = Reject("malformed_annotation", "images[] entry has no int/str 'id'")
+            elif image_id in images:
+                exc = Reject("duplicate_id", f"image id {image_id} appears twice")
+            else:
+                images[image_id] = image
+                continue
+            result.rejects.append(self.reject(label, exc, file=self.ann_path))
+        return images
+
+    def _annotations(self, entries: list, images: dict, result: IndexResult) -> dict[Any, tuple[list, list]]:
+        """Annotations per image in file order, and per-image drops of repeated annotation ids."""
+        per_image: dict[Any, tuple[list, list]] = {}
+        seen: set = set()
+        for position, ann in enumerate(entries):
+            ann_id = ann.get("id") if isinstance(ann, dict) else None
+            label = f"annotation {ann_id if ann_id is not None else f'#{position}'}"
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if not isinstance(ann_id, (int, str)):
+                exc = Reject("malformed_annotation", "annotation is not a dict with an int/str 'id'")
+            elif not isinstance(image_id, (int, str)) or image_id not in images:
+                exc = Reject("malformed_annotation", f"annotation has unknown image_id {image_id!r}")
+            else:
+                exc = None
+            if exc is not None:
+                result.rejects.append(self.reject(label, exc, file=self.ann_path))
+                continue
+            anns, drops = per_image.setdefault(image_id, ([], []))
+            if ann_id in seen:
+                exc = Reject("duplicate_id", f"annotation id {ann_id} appears twice (the first is kept)")
+                drops.append(drop_row(label, exc))
+                continue
+            seen.add(ann_id)
+            anns.append(ann)
+        return per_image
+
+    def _payload(self, image: dict, anns: list[dict], drops: list, label: str) -> dict:
+        caption = check_caption(image.get("caption"), strip=False)
+        if len(caption.split(" ")) < self.min_caption_words:
+            raise Reject("bad_text", f"caption {caption!r} has fewer than {self.min_caption_words} words")
+        size = size_of(image, label)
+        if size is None:
+            raise Reject("malformed_annotation", "images[] entry lacks height/width")
+        if min(size) < self.min_image_side:
+            raise Reject("image_too_small", f"{size[1]}x{size[0]} image: min side < {self.min_image_side}")
+        file_name = safe_relpath(image.get("file_name"))
+        phrases, drops = [], list(drops)
+        for ann in anns:
+            try:
+                phrases.append(_phrase(ann, caption, size))
+            except Reject as exc:
+                drops.append(drop_row(f"annotation {ann['id']}", exc))
+        kept, overlaps = resolve_overlaps(phrases, caption)
+        drops += [drop_row(f"annotation {ph['ann']}", exc) for ph, exc in overlaps]
+        if not kept:
+            raise Reject("no_regions", f"no usable annotation ({'; '.join(d[2] for d in drops) or 'none'})")
+        bare = PurePosixPath(file_name).name.rsplit("_", 1)[-1]
+        candidates = list(dict.fromkeys([f"{self.image_root}/{file_name}", f"{self.image_root}/{bare}"]))
+        return {
+            "images": candidates,
+            "size": size,
+            "image_id": PurePosixPath(bare).stem,
+            "caption": caption,
+            "phrases": kept,
+            "drops": drops,
+        }
+
+
+def _phrase(ann: dict, caption: str, size: list[int]) -> dict:
+    """One annotation -> a phrase, after GLaMM's filters."""
+    if ann.get("ignore", False):
+        raise Reject("ignored_annotation", "annotation is flagged ignore")
+    box, area = ann.get("bbox"), ann.get("area", 1)  # GLaMM requires 'area'; a missing one is not checked
+    numbers = isinstance(box, list) and len(box) == 4 and all(isinstance(v, Real) for v in [*box, area])
+    if not numbers:
+        raise Reject("malformed_annotation", f"bbox {box!r} / area {area!r} are not numbers")
+    x, y, w, h = box
+    inter_w = max(0, min(x + w, size[1]) - max(x, 0))
+    inter_h = max(0, min(y + h, size[0]) - max(y, 0))
+    if inter_w * inter_h == 0 or area <= 0 or w < 1 or h < 1:
+        raise Reject("bbox_outside_image", f"box {box} (area {area}) is empty or outside the {size[1]}x{size[0]} image")
+    spans = ann.get("tokens_positive")
+    span = spans[0] if isinstance(spans, list) and spans else None
+    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)):
+        raise Reject("bad_text", f"tokens_positive {spans!r} has no [start, end] span")
+    start, end = span
+    text = caption[start:end] if 0 <= start < end <= len(caption) else ""
+    if not text.strip():
+        raise Reject("bad_text", f"span {span} is empty or outside the {len(caption)}-character caption")
+    start += len(text) - len(text.lstrip())
+    end -= len(text) - len(text.rstrip())
+    if not isinstance(ann.get("sam_mask"), dict):
+        raise Reject("malformed_annotation", "annotation has no sam_mask RLE")
+    return {"ann": str(ann["id"]), "span": [start, end], "segs": [ann["sam_mask"]]}
+
+
+register_source(
+    "flickr30k_gcg", FlickrGcgSource, "Flickr30K GCG (GLaMM's GranD-f release): one sample per caption",
+    f"{TABLE7_GCG}: Flickr30K 148,157",
+)  # fmt: skip
