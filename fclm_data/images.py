@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -94,6 +95,43 @@ def read_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
     except IsADirectoryError as exc:
         raise Reject("missing_image", f"{rel} is a directory", rel) from exc
     return check_image_bytes(data, rel, max_pixels)
+
+
+def read_first_image(root: Path, candidates: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+    """Read the first candidate path that exists; ``missing_image`` names all of them otherwise.
+
+    Releases disagree on folders and prefixes (COCO 2014 vs 2017 names, Flickr prefixes), so
+    sources list where an image may be, in the order their reference loaders look.
+    """
+    if not candidates:
+        raise Reject("missing_image", "the record names no image")
+    for rel in candidates[:-1]:
+        if (root / safe_relpath(rel)).is_file():
+            return read_image(root, rel, max_pixels)
+    try:
+        return read_image(root, candidates[-1], max_pixels)
+    except Reject as exc:
+        if exc.code == "missing_image" and len(candidates) > 1:
+            raise Reject("missing_image", f"none of {candidates} exists under the data root", candidates[0]) from exc
+        raise
+
+
+_COCO_NAME = re.compile(r"(?:^|_|/)(\d{12})\.jpg$")
+
+
+def coco_image_id(file_name: str) -> int | None:
+    """COCO id in a COCO file name ("COCO_train2014_000000000042.jpg", "train2017/000000000042.jpg")."""
+    match = _COCO_NAME.search(str(file_name))
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class ImageLocation:
+    """Where a unit's image bytes are: a file, or a byte range inside a tar."""
+
+    path: str  #: relative to the data root
+    offset: int | None = None
+    size: int | None = None
 
 
 def read_range(path: Path, offset: int, size: int) -> bytes:

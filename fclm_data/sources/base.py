@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fclm_data.errors import Reject, RejectRecord
-from fclm_data.images import DEFAULT_MAX_PIXELS, ImageData
+from fclm_data.images import DEFAULT_MAX_PIXELS, ImageData, ImageLocation, read_first_image, safe_relpath
 from fclm_data.schema import Sample
 
 
@@ -84,6 +84,25 @@ class Source:
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         raise NotImplementedError
+
+    def image_candidates(self, unit: Unit) -> list[str]:
+        """Paths (relative to the data root) where the unit's image may be, in the order tried."""
+        return []
+
+    def read_unit_image(self, unit: Unit, max_pixels: int) -> ImageData:
+        """The unit's image, read and checked (the first candidate that exists)."""
+        return read_first_image(self.data_root, self.image_candidates(unit), max_pixels)
+
+    def image_location(self, unit: Unit) -> ImageLocation | None:
+        """Where the unit's image is, without reading it (train/eval leakage checks)."""
+        for rel in self.image_candidates(unit):
+            try:
+                path = self.data_root / safe_relpath(rel)
+            except Reject:
+                return None
+            if path.is_file():
+                return ImageLocation(safe_relpath(rel), None, path.stat().st_size)
+        return None
 
     def reject(self, record: str, exc: Reject, stage: str = "index", file: str | None = None) -> RejectRecord:
         return RejectRecord(self.name, record, exc.file or file, exc.code, exc.detail, stage)

@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import check_image_bytes, read_range, safe_relpath
+from fclm_data.images import ImageLocation, check_image_bytes, read_range, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn, View
@@ -112,6 +112,10 @@ class DamSource(Source):
             result.units.append(Unit(uid, payload, str(region.get("img_id", region.get("image", key))), tar_rel))
 
     # ---- build -------------------------------------------------------------------------------
+    def image_location(self, unit: Unit) -> ImageLocation:
+        member, offset, size = unit.payload["image"]
+        return ImageLocation(unit.payload["tar"], offset, size)
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
         tar_path = self.data_root / safe_relpath(p["tar"])

@@ -50,7 +50,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from fclm_data.errors import Reject
-from fclm_data.images import ImageData, expect_size, read_image, safe_relpath
+from fclm_data.images import ImageData, expect_size, safe_relpath
 from fclm_data.masks import merge_rles, nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import IMAGE_TOKEN, REGION_TOKEN, SEG_TOKEN, ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
@@ -197,9 +197,12 @@ class GcgSource(Source):
     def _question(self, key: str, seed: int) -> tuple[str, str]:
         return pick("gcg_question", seed, key)
 
+    def image_candidates(self, unit: Unit) -> list[str]:
+        return list(unit.payload["images"])
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        image = _read_first(self.data_root, p["images"], options.max_image_pixels)
+        image = self.read_unit_image(unit, options.max_image_pixels)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], f"{self.ann_path} record {unit.uid}")
         caption = self._display_caption(p["caption"])
@@ -246,22 +249,6 @@ class GcgSource(Source):
             regions.append(Region(mask=rle, bbox=box, caption=text))
             kept.append(ph)
         return regions, kept, dropped
-
-
-def _read_first(root, candidates: list[str], max_pixels: int) -> ImageData:
-    """The first candidate path that exists (Flickr file names may carry a prefix)."""
-    for rel in candidates[:-1]:
-        try:
-            return read_image(root, rel, max_pixels)
-        except Reject as exc:
-            if exc.code != "missing_image":
-                raise
-    try:
-        return read_image(root, candidates[-1], max_pixels)
-    except Reject as exc:
-        if exc.code == "missing_image" and len(candidates) > 1:
-            raise Reject("missing_image", f"none of {candidates} exists under the data root", candidates[0]) from exc
-        raise
 
 
 def check_caption(raw: Any, strip: bool = True) -> str:

@@ -116,10 +116,16 @@ class MuseSource(Source):
             result.units.append(Unit(f"{stem}-q{n}", payload, image_id))
 
     # ---- build -------------------------------------------------------------------------------
+    def _record(self, unit: Unit) -> dict:
+        p = unit.payload
+        return json.loads(read_range(self.data_root / self.annotations, p["offset"], p["length"]).decode("utf-8"))
+
+    def image_candidates(self, unit: Unit) -> list[str]:
+        return [_image_of(self._record(unit), self)["file"]]
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        raw = read_range(self.data_root / self.annotations, p["offset"], p["length"])
-        record = json.loads(raw.decode("utf-8"))
+        record = self._record(unit)
         meta = _image_of(record, self)
         question, objects, text_answer = _qa_of(record, p["qa"])
         image = read_image(self.data_root, meta["file"], options.max_image_pixels)

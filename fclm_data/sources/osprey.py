@@ -37,7 +37,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import ImageData, expect_size, read_image, safe_relpath
+from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
@@ -59,14 +59,6 @@ def coco_image_candidates(file_name: str, coco_root: str, train2014_dir: str,
         return [f"{coco_root}/{name}"]
     first = [f"{train2014_dir}/{name}"] if name.startswith("COCO_train2014_") else []
     return first + [f"{d}/{name.split('_')[-1]}" for d in coco2017_dirs]
-
-
-def read_first_image(root, candidates: list[str], max_pixels: int) -> ImageData:
-    """Read the first candidate that exists; ``missing_image`` names all of them otherwise."""
-    for rel in candidates:
-        if (root / rel).is_file():
-            return read_image(root, rel, max_pixels)
-    raise Reject("missing_image", f"none of {candidates} exists under the data root", candidates[0])
 
 
 def coco_image_id(file_name: str, fallback: Any) -> str:
@@ -122,6 +114,9 @@ class _OspreySource(Source):
         raise NotImplementedError
 
     # ---- build helpers ---------------------------------------------------------------------
+    def image_candidates(self, unit: Unit) -> list[str]:
+        return coco_image_candidates(unit.payload["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs))
+
     def _image(self, p: dict, options: BuildOptions) -> ImageData:
         candidates = coco_image_candidates(p["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs))
         image = read_first_image(self.data_root, candidates, options.max_image_pixels)

@@ -41,7 +41,8 @@ from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
-from fclm_data.sources.osprey import coco_image_candidates, coco_image_id, read_first_image
+from fclm_data.images import read_first_image
+from fclm_data.sources.osprey import coco_image_candidates, coco_image_id
 from fclm_data.sources.visual_genome import id_order, key_safe
 from fclm_data.templates import ROC_QUESTIONS, pick, with_image
 
@@ -85,11 +86,13 @@ class _RocSource(Source):
             return f"roc_question:{self.question_template}", ROC_QUESTIONS[self.question_template - 1]
         return pick("roc_question", seed, key, f"turn{n}")
 
+    def image_candidates(self, unit: Unit) -> list[str]:
+        train2014 = f"{self.coco_root}/train2014"
+        return coco_image_candidates(unit.payload["file_name"], self.coco_root, train2014, tuple(self.coco2017_dirs))
+
     def _build(self, p: dict, key: str, repeat: int, options: BuildOptions, source_file: str) -> Built:
         """Read the image, convert up to ``max_regions`` of ``p["anns"]`` and ask for each label."""
-        train2014 = f"{self.coco_root}/train2014"
-        candidates = coco_image_candidates(p["file_name"], self.coco_root, train2014, tuple(self.coco2017_dirs))
-        image = read_first_image(self.data_root, candidates, options.max_image_pixels)
+        image = read_first_image(self.data_root, self.image_candidates(Unit("", p)), options.max_image_pixels)
         expect_size(image, p["width"], p["height"], f"{source_file} {p['record']}")
         anns = p["anns"]
         chosen, dropped = [], []

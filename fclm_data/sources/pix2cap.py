@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from fclm_data.errors import Reject
-from fclm_data.images import expect_size, read_image, safe_relpath
+from fclm_data.images import expect_size, safe_relpath
 from fclm_data.masks import encode_mask, nonempty_region_mask
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
@@ -138,10 +138,13 @@ class Pix2CapSource(Source):
             result.units.append(unit)
 
     # ---- build -------------------------------------------------------------------------------
+    def image_candidates(self, unit: Unit) -> list[str]:
+        stem = unit.payload["png"][: -len(".png")]
+        return [f"{self._path(self.image_dir)}/{stem}.jpg"]
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        stem = p["png"][: -len(".png")]
-        image = read_image(self.data_root, f"{self._path(self.image_dir)}/{stem}.jpg", options.max_image_pixels)
+        image = self.read_unit_image(unit, options.max_image_pixels)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], f"{self._path(self.ann_file)} image {p['image_id']}")
         ids = self._panoptic_ids(p["png"], image.height, image.width)

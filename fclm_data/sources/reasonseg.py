@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from fclm_data.errors import Reject
-from fclm_data.images import expect_size, read_image
+from fclm_data.images import expect_size
 from fclm_data.masks import decode_rle, encode_mask, nonempty_region_mask, polygons_to_rle, rle_area
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_index, stable_uniform
@@ -171,9 +171,12 @@ class ReasonSegSource(Source):
         return explanations
 
     # ---- build -------------------------------------------------------------------------------
+    def image_candidates(self, unit: Unit) -> list[str]:
+        return [unit.payload["image"]]
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        image = read_image(self.data_root, p["image"], options.max_image_pixels)
+        image = self.read_unit_image(unit, options.max_image_pixels)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], p["json"])
         text_id, text = p["texts"][stable_index(len(p["texts"]), "instruction", options.seed, key)]

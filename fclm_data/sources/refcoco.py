@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import expect_size, join_checked, read_image
+from fclm_data.images import expect_size, join_checked
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
@@ -101,10 +101,12 @@ class RefCocoSource(Source):
         return units
 
     # ---- build -------------------------------------------------------------------------------
+    def image_candidates(self, unit: Unit) -> list[str]:
+        return [join_checked(self.image_dir, unit.payload["image"]["file_name"])]
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         image_meta = unit.payload["image"]
-        rel = join_checked(self.image_dir, image_meta["file_name"])
-        image = read_image(self.data_root, rel, options.max_image_pixels)
+        image = self.read_unit_image(unit, options.max_image_pixels)
         expect_size(image, image_meta["width"], image_meta["height"], f"{self.instances_file} image {image_meta['id']}")
         regions, region_of_ref, dropped = self._regions(unit.payload["refs"], image.height, image.width)
         expressions = [

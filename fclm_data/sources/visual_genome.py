@@ -30,7 +30,7 @@ from numbers import Real
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import ImageData, expect_size, read_image, safe_relpath
+from fclm_data.images import ImageData, expect_size, safe_relpath
 from fclm_data.masks import box_to_rle, check_box, nonempty_region_mask, segmentation_to_rle, xywh_to_xyxy
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
@@ -94,9 +94,12 @@ class _VgSource(Source):
         raise NotImplementedError
 
     # ---- build -------------------------------------------------------------------------------
+    def image_candidates(self, unit: Unit) -> list[str]:
+        return [f"{self.image_dir}/{unit.payload['image']['file_name']}"]
+
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         meta = unit.payload["image"]
-        image = read_image(self.data_root, f"{self.image_dir}/{meta['file_name']}", options.max_image_pixels)
+        image = self.read_unit_image(unit, options.max_image_pixels)
         expect_size(image, meta["width"], meta["height"], f"{self.file} image {meta['id']}")
         anns = unit.payload["anns"]
         chosen, dropped = [], []

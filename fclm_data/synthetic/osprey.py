@@ -113,7 +113,7 @@ def conversation_records(ctx: SynthContext) -> list[dict]:
             record["conversations"] = _turns(("<image>\nWhat is <region1>?", f"A {a.name}."))[:1]
         else:
             record["conversations"] = _turns(
-                (f"<image>\nWhat is in <region1>?", f"A {a.texture} {a.name}."),
+                ("<image>\nWhat is in <region1>?", f"A {a.texture} {a.name}."),
                 ("And what about <region2>?", f"<region2> shows a {b.name} in the {b.position} part."),
             )
         records.append(record)
