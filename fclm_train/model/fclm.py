@@ -15,7 +15,7 @@ Nothing is cached on the module between calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,6 @@ class FCLMOutput:
     seg_logits: torch.Tensor | None = None  #: (K', 4g, 4g) their low-res mask logits
     recon_index: torch.Tensor | None = None  #: (R',) regions that were reconstructed
     recon_logits: torch.Tensor | None = None  #: (R', 4g, 4g)
-    extras: dict[str, float] = field(default_factory=dict)
 
 
 class FCLMModel(nn.Module):
@@ -111,22 +110,24 @@ class FCLMModel(nn.Module):
         seg_sel, recon_sel = self._choose_objects(inputs)
         embeddings = self._sam_embeddings(inputs, seg_sel, recon_sel)
         image_features, maps = qwen_image_features(self.qwen.model, inputs.pixel_values, inputs.image_grid_thw)
-        tokens, dummy = self._region_tokens(inputs, maps, embeddings)
+        tokens, extractor_dummy = self._region_tokens(inputs, maps, embeddings)
 
         embeds = self.qwen.get_input_embeddings()(inputs.input_ids)  # (B, T, D)
         embeds = splice_region_tokens(embeds, inputs.input_ids, ids, tokens.mask, tokens.pos)
         hidden = llm_hidden_states(self.qwen, inputs.input_ids, embeds, inputs.attention_mask,
                                    inputs.image_grid_thw, inputs.mm_token_type_ids, image_features)  # fmt: skip
-        labels = inputs.labels.masked_fill(torch.isin(inputs.input_ids, torch.tensor(region_ids, device=hidden.device)),
-                                           -100)  # fmt: skip
+        is_region = torch.isin(inputs.input_ids, torch.tensor(region_ids, device=hidden.device))
+        labels = inputs.labels.masked_fill(is_region, -100)  # never an LM target, whatever the collate says
         lm_loss, n_tokens = language_model_loss(hidden, labels, self.qwen.lm_head)
 
         seg_hidden = self._token_hidden(hidden, inputs.input_ids, ids.seg, self.seg_offset)  # (K, D)
-        mask_parts, recon_parts, decoded = self._decode(inputs, seg_hidden, tokens, hidden, seg_sel, recon_sel,
-                                                        embeddings)  # fmt: skip
+        mask_parts, recon_parts, decoded, decoder_dummy = self._decode(
+            inputs, seg_hidden, tokens, hidden, seg_sel, recon_sel, embeddings
+        )
         latent = self._latent(inputs, seg_hidden, tokens, hidden)
         w = self.weights
-        total = w.ce * lm_loss + mask_parts[2] + w.self_recon * recon_parts[2] + w.latent * latent + dummy
+        total = w.ce * lm_loss + mask_parts[2] + w.self_recon * recon_parts[2] + w.latent * latent
+        total = total + extractor_dummy + decoder_dummy
         return FCLMOutput(
             loss=total, lm_loss=lm_loss, mask_bce=mask_parts[0], mask_dice=mask_parts[1], mask_loss=mask_parts[2],
             recon_bce=recon_parts[0], recon_dice=recon_parts[1], recon_loss=recon_parts[2], latent_loss=latent,
@@ -137,14 +138,11 @@ class FCLMModel(nn.Module):
     def _choose_objects(self, inputs: FCLMInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded choice of <= max_objects [SEG] targets and regions per row (paper §S1.1: five)."""
         generator = torch.Generator().manual_seed(self.object_seed * 1_000_003 + int(inputs.seed))
-        use_masks = self.weights.bce > 0 or self.weights.dice > 0
-        use_recon = self.weights.self_recon > 0
-        seg = _sample_per_row(inputs.seg_batch_index, self.max_objects, generator) if use_masks else None
-        recon = _sample_per_row(inputs.region_batch_index, self.max_objects, generator) if use_recon else None
         empty = torch.zeros(0, dtype=torch.long)
-        return (seg if seg is not None else empty).to(inputs.input_ids.device), (
-            recon if recon is not None else empty
-        ).to(inputs.input_ids.device)
+        w = self.weights
+        seg = _sample_per_row(inputs.seg_batch_index, self.max_objects, generator) if w.bce or w.dice else empty
+        recon = _sample_per_row(inputs.region_batch_index, self.max_objects, generator) if w.self_recon else empty
+        return seg.to(inputs.input_ids.device), recon.to(inputs.input_ids.device)
 
     def _sam_embeddings(self, inputs: FCLMInputs, seg_sel: torch.Tensor, recon_sel: torch.Tensor):
         """Frozen SAM embeddings (C, g, g) of the full images that some decoded object (or pooling) needs."""
@@ -204,31 +202,29 @@ class FCLMModel(nn.Module):
         return tokens.pos if self.consistency_token == "pos" else tokens.mask
 
     def _decode(self, inputs, seg_hidden, tokens, hidden, seg_sel, recon_sel, embeddings):
-        """Decode chosen [SEG] and <pos> prompts per image in one SAM call each; BCE + Dice for both."""
+        """Decode chosen [SEG] and <pos> prompts per image in one SAM call each; BCE + Dice for both.
+
+        Returns ``(mask_parts, recon_parts, (seg_logits, recon_logits), dummy)``; ``dummy`` is a zero that keeps
+        projection and decoder in the graph when ``uniform_graph`` and nothing is decoded.
+        """
         recon_vectors = self._consistency_vectors(tokens, hidden, inputs.input_ids, self.self_recon_source)
         if recon_vectors is None:
             recon_sel = recon_sel[:0]
-        prompts = [self.mask_decoder.project(seg_hidden[seg_sel])]
-        if recon_sel.numel():
-            prompts.append(self.mask_decoder.project(recon_vectors[recon_sel]))
-        prompts_all = torch.cat(prompts)  # (K' + R', prompt_dim)
+        queries = [seg_hidden[seg_sel]] + ([recon_vectors[recon_sel].to(hidden.dtype)] if recon_sel.numel() else [])
         rows = torch.cat([inputs.seg_batch_index[seg_sel], inputs.region_batch_index[recon_sel]])
-        dummy = None
-        if self.uniform_graph and rows.numel() == 0:  # keep projection + decoder in the graph with zero weight
-            prompts_all = self.mask_decoder.project(hidden[:1, 0])
-            rows = torch.zeros(1, dtype=torch.long, device=hidden.device)
-        logits = self.mask_decoder(prompts_all, rows, embeddings)  # (K' + R', 4g, 4g)
-        if dummy is None and self.uniform_graph and seg_sel.numel() + recon_sel.numel() == 0:
-            dummy = logits.sum() * 0.0
-        seg_logits, recon_logits = logits[: seg_sel.numel()], logits[seg_sel.numel() :][: recon_sel.numel()]
+        nothing = rows.numel() == 0
+        if nothing and self.uniform_graph:
+            queries, rows = [hidden[:1, 0]], rows.new_zeros(1)
+        logits = self.mask_decoder(self.mask_decoder.project(torch.cat(queries)), rows, embeddings)
+        dummy = logits.sum() * 0.0 if nothing else logits.new_zeros(())
+        n_seg = seg_sel.numel()
+        seg_logits, recon_logits = logits[:n_seg], logits[n_seg : n_seg + recon_sel.numel()]
         ignore = inputs.seg_ignore[seg_sel] if inputs.seg_ignore is not None else None
         mask_parts = self._mask_loss(seg_logits, inputs.seg_masks[seg_sel], inputs.seg_batch_index[seg_sel],
                                      inputs, ignore)  # fmt: skip
         recon_parts = self._mask_loss(recon_logits, inputs.region_masks[recon_sel],
                                       inputs.region_batch_index[recon_sel], inputs, None)  # fmt: skip
-        if dummy is not None:
-            mask_parts = (mask_parts[0], mask_parts[1], mask_parts[2] + dummy)
-        return mask_parts, recon_parts, (seg_logits, recon_logits)
+        return mask_parts, recon_parts, (seg_logits, recon_logits), dummy
 
     def _mask_loss(self, low_res, targets, batch_index, inputs, ignore):
         """(bce, dice, weighted sum), means over objects; zeros (in the graph) when there is no object."""
