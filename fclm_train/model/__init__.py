@@ -66,7 +66,7 @@ def build_fclm(
     qwen = _build_llm(llm, llm_path, dtype)
     init_new_token_rows(qwen, [llm.mask_token_id, llm.pos_token_id, llm.seg_token_id])
     if llm.gradient_checkpointing:
-        qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        qwen.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     sam, rx, md, loss = cfg.sam, cfg.region_extractor, cfg.mask_decoder, cfg.loss
     encoder = build_sam_image_encoder(

@@ -189,3 +189,17 @@ def test_local_feature_sources(local_features, build, make_batch):
     model(make_batch(cfg))
     # crop: one pass over 3 region crops + one over the 3 full images; image: only the full images
     assert sorted(calls) == ([3, 3] if local_features == "crop" else [3])
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(cfg, build, make_batch):
+    inputs = make_batch(cfg)
+    plain = build(cfg)
+    checkpointed = build(FCLMConfig.preset("tiny", llm={"gradient_checkpointing": True}))
+    results = []
+    for model in (plain, checkpointed):
+        model.train()
+        out = model(inputs)
+        out.loss.backward()
+        results.append((out.loss.detach(), model.qwen.model.language_model.layers[0].mlp.up_proj.weight.grad))
+    assert checkpointed.qwen.model.language_model.gradient_checkpointing
+    torch.testing.assert_close(results[0], results[1])
