@@ -68,28 +68,11 @@ def build_fclm(
     if llm.gradient_checkpointing:
         qwen.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
-    sam, rx, md, loss = cfg.sam, cfg.region_extractor, cfg.mask_decoder, cfg.loss
-    encoder = build_sam_image_encoder(
-        image_size=sam.image_size, patch_size=sam.patch_size, embed_dim=sam.encoder_embed_dim,
-        depth=sam.encoder_depth, num_heads=sam.encoder_num_heads, mlp_ratio=sam.encoder_mlp_ratio,
-        window_size=sam.encoder_window_size, global_attn_indexes=sam.encoder_global_attn_indexes,
-        out_chans=sam.prompt_dim,
-    )  # fmt: skip
-    prompt_encoder, decoder = build_sam_prompt_modules(
-        prompt_dim=sam.prompt_dim, frame_side=cfg.image_long_side, patch_size=sam.patch_size,
-        mask_in_chans=sam.mask_in_chans, decoder_depth=sam.decoder_depth, decoder_mlp_dim=sam.decoder_mlp_dim,
-        decoder_num_heads=sam.decoder_num_heads, iou_head_hidden_dim=sam.iou_head_hidden_dim,
-    )  # fmt: skip
-    extractor = HybridRegionExtractor(
-        dim=llm.hidden_size, pixel_dim=sam.prompt_dim, use_mask_token=rx.tokens in ("both", "mask"),
-        use_pos_token=rx.tokens in ("both", "pos"), local_aggregation=rx.local_aggregation,
-        pixel_enhancement=rx.pixel_enhancement, semantic_guidance=rx.semantic_guidance,
-        guidance_attention=rx.guidance_attention, num_points=rx.num_points, num_heads=rx.num_heads,
-        pos_mask_size=rx.pos_mask_size, pos_hidden_size=rx.pos_hidden_size, gate_init=rx.gate_init,
-    )  # fmt: skip
+    rx, md, loss = cfg.region_extractor, cfg.mask_decoder, cfg.loss
+    sam_encoder, mask_decoder = _build_sam_parts(cfg, llm.hidden_size)
     model = FCLMModel(
-        qwen=qwen, sam_encoder=SamImageEncoder(encoder), region_extractor=extractor,
-        mask_decoder=FCLMMaskDecoder(llm.hidden_size, prompt_encoder, decoder),
+        qwen=qwen, sam_encoder=sam_encoder, region_extractor=_build_extractor(cfg, llm.hidden_size),
+        mask_decoder=mask_decoder,
         token_ids=TokenIds(image=llm.image_token_id, mask=llm.mask_token_id, pos=llm.pos_token_id,
                            seg=llm.seg_token_id),
         frame_side=cfg.image_long_side, local_features=rx.local_features, crop_size=rx.crop_size,
@@ -107,6 +90,33 @@ def build_fclm(
         load_sam_checkpoint(model, sam_path)
     model.set_stage(1)
     return model
+
+
+def _build_sam_parts(cfg: FCLMConfig, hidden_size: int) -> tuple[SamImageEncoder, FCLMMaskDecoder]:
+    sam = cfg.sam
+    encoder = build_sam_image_encoder(
+        image_size=sam.image_size, patch_size=sam.patch_size, embed_dim=sam.encoder_embed_dim,
+        depth=sam.encoder_depth, num_heads=sam.encoder_num_heads, mlp_ratio=sam.encoder_mlp_ratio,
+        window_size=sam.encoder_window_size, global_attn_indexes=sam.encoder_global_attn_indexes,
+        out_chans=sam.prompt_dim,
+    )  # fmt: skip
+    prompt_encoder, decoder = build_sam_prompt_modules(
+        prompt_dim=sam.prompt_dim, frame_side=cfg.image_long_side, patch_size=sam.patch_size,
+        mask_in_chans=sam.mask_in_chans, decoder_depth=sam.decoder_depth, decoder_mlp_dim=sam.decoder_mlp_dim,
+        decoder_num_heads=sam.decoder_num_heads, iou_head_hidden_dim=sam.iou_head_hidden_dim,
+    )  # fmt: skip
+    return SamImageEncoder(encoder), FCLMMaskDecoder(hidden_size, prompt_encoder, decoder)
+
+
+def _build_extractor(cfg: FCLMConfig, hidden_size: int) -> HybridRegionExtractor:
+    rx = cfg.region_extractor
+    return HybridRegionExtractor(
+        dim=hidden_size, pixel_dim=cfg.sam.prompt_dim, use_mask_token=rx.tokens in ("both", "mask"),
+        use_pos_token=rx.tokens in ("both", "pos"), local_aggregation=rx.local_aggregation,
+        pixel_enhancement=rx.pixel_enhancement, semantic_guidance=rx.semantic_guidance,
+        guidance_attention=rx.guidance_attention, num_points=rx.num_points, num_heads=rx.num_heads,
+        pos_mask_size=rx.pos_mask_size, pos_hidden_size=rx.pos_hidden_size, gate_init=rx.gate_init,
+    )  # fmt: skip
 
 
 def _with_tokenizer_ids(llm: LLMConfig, tokenizer) -> LLMConfig:

@@ -23,11 +23,11 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-def qwen_image_features(visual: nn.Module, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor):
+def qwen_image_features(qwen_model: nn.Module, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor):
     """Run the Qwen2.5-VL vision tower once.
 
     Args:
-        visual: ``Qwen2_5_VLModel`` (``qwen.model``); its ``get_image_features`` returns the merged tokens.
+        qwen_model: ``Qwen2_5_VLModel`` (``qwen.model``); its ``get_image_features`` returns the merged tokens.
         pixel_values: (N_patches, C) patches of all images, batch order.
         image_grid_thw: (B, 3) patch grid per image.
 
@@ -35,8 +35,8 @@ def qwen_image_features(visual: nn.Module, pixel_values: torch.Tensor, image_gri
         ``(encoder_output, maps)``: the HF output to pass back as ``mm_encoder_outputs={"image": ...}`` and a
         list of B maps (h / merge, w / merge, D) in raster order (Qwen's merged tokens are raster-ordered).
     """
-    output = visual.get_image_features(pixel_values, image_grid_thw, return_dict=True)
-    merge = visual.config.vision_config.spatial_merge_size
+    output = qwen_model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+    merge = qwen_model.config.vision_config.spatial_merge_size
     maps = []
     for tokens, (t, h, w) in zip(output.pooler_output, image_grid_thw.tolist()):
         if t != 1:
@@ -71,8 +71,9 @@ class SamImageEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        chunks = [self._encode(part) for part in images.split(self.chunk_size)]
-        return torch.cat(chunks) if chunks else images.new_zeros(0)
+        if images.shape[0] == 0:
+            raise ValueError("SamImageEncoder got no images")
+        return torch.cat([self._encode(part) for part in images.split(self.chunk_size)])
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
@@ -153,7 +154,8 @@ def crop_regions(
         region = masks[r, y0:y1, x0:x1][None, None].to(images.dtype)
         h, w = _resized_hw((y1 - y0, x1 - x0), crop_size)
         pad = (0, crop_size - w, 0, crop_size - h)
-        crops.append(F.pad(F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False), pad))
+        zoomed = F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        crops.append(F.pad(zoomed, pad))
         crop_masks.append(F.pad(F.interpolate(region, size=(h, w), mode="bilinear", align_corners=False), pad))
     if not crops:
         return images.new_zeros(0, 3, crop_size, crop_size), images.new_zeros(0, crop_size, crop_size)
