@@ -80,3 +80,11 @@ def test_region_token_text_follows_the_token_switch():
     assert FCLMConfig.preset("tiny").region_token_text == "<mask><pos>"
     pos_only = FCLMConfig.preset("tiny", region_extractor={"tokens": "pos"})
     assert pos_only.region_token_text == "<pos>"
+
+
+def test_tiny_preset_token_ids_match_the_tiny_tokenizer(tokenizer):
+    llm = FCLMConfig.preset("tiny").llm
+    ids = tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>",
+                                           "<mask>", "<pos>", "[SEG]"])  # fmt: skip
+    assert ids == [llm.image_token_id, llm.vision_start_token_id, llm.vision_end_token_id, llm.eos_token_id,
+                   llm.mask_token_id, llm.pos_token_id, llm.seg_token_id]  # fmt: skip

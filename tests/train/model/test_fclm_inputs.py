@@ -75,3 +75,14 @@ def test_to_moves_tensors_and_keeps_plain_fields(cfg, make_batch):
     moved = inputs.to("cpu")
     assert moved.seed == 7 and moved.seg_ignore is None
     assert torch.equal(moved.input_ids, inputs.input_ids)
+
+
+def test_postprocess_maps_frame_logits_back_to_the_original_image():
+    from fclm_train.model.mask_decoder import postprocess_masks
+
+    side, low = 64, 16  # SAM frame 64, decoder output 16 x 16 (4 px per low-res cell)
+    logits = torch.full((1, low, low), -10.0)
+    logits[0, :6, :8] = 10.0  # top-left quadrant of the 48 x 64 image in the 64 x 64 frame (4 px per cell)
+    mask = postprocess_masks(logits, side, input_size=(48, 64), original_size=(96, 128))[0] > 0
+    assert mask.shape == (96, 128)
+    assert mask[:40, :60].all() and not mask[56:].any() and not mask[:, 72:].any()
