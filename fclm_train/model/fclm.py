@@ -51,6 +51,11 @@ class FCLMOutput:
 
 
 class FCLMModel(nn.Module):
+    """FCLM: ``forward(FCLMInputs) -> FCLMOutput``; ``parameter_groups`` / ``set_stage`` pick what trains.
+
+    Built by :func:`fclm_train.model.build_fclm` only; the keyword arguments mirror the config fields.
+    """
+
     def __init__(
         self, *, qwen: Qwen2_5_VLForConditionalGeneration, sam_encoder: SamImageEncoder,
         region_extractor: HybridRegionExtractor, mask_decoder: FCLMMaskDecoder, token_ids: TokenIds,
@@ -244,7 +249,7 @@ class FCLMModel(nn.Module):
         pairs = inputs.consistency_pairs
         pos_vectors = self._consistency_vectors(tokens, hidden, inputs.input_ids, self.latent_pos_source)
         if pairs.shape[0] == 0 or pos_vectors is None or self.weights.latent == 0:
-            return hidden.sum() * 0.0
+            return hidden.new_zeros((), dtype=torch.float32)
         t_seg, t_pos = seg_hidden[pairs[:, 1]], pos_vectors[pairs[:, 0]]
         if self.latent_space == "prompt":
             t_seg, t_pos = self.mask_decoder.project(t_seg), self.mask_decoder.project(t_pos)
