@@ -7,6 +7,7 @@ import typer
 from fclm_data.commands.build import build
 from fclm_data.commands.catalog import demo_data, recipes, sources
 from fclm_data.commands.inspect_cmd import inspect
+from fclm_data.commands.leakage import leakage
 
 app = typer.Typer(
     name="fclm-data",
@@ -20,6 +21,7 @@ app.command()(inspect)
 app.command()(sources)
 app.command()(recipes)
 app.command("demo-data")(demo_data)
+app.command()(leakage)
 
 if __name__ == "__main__":
     app()

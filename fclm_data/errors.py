@@ -29,6 +29,7 @@ REASONS = {
     "bad_text": "required text (expression, caption, question) is empty or malformed",
     "image_too_small": "the image is below the source's minimum side (Flickr30K GCG: 32 px, as GLaMM filters)",
     "ignored_annotation": "the release flags the annotation 'ignore' (its loaders skip it)",
+    "eval_overlap": "the image also appears in an evaluation split (--exclude-eval)",
     "invalid_sample": "the converter produced a sample that violates the schema (a converter bug)",
     "unexpected_error": "the converter raised an unexpected exception on this record (a converter bug)",
 }

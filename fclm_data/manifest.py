@@ -36,13 +36,15 @@ def source_ledger(source_plan: Any, results: list[Any]) -> dict[str, Any]:
     name = source_plan.name
     written = sum(r.per_source.get(name, {}).get("written", 0) for r in results)
     rejected = sum(r.per_source.get(name, {}).get("rejected", 0) for r in results)
-    reasons = Counter(rj.code for rj in source_plan.index_rejects)
+    reasons = Counter(rj.code for rj in source_plan.index_rejects + source_plan.excluded)
     reasons.update(rj["code"] for r in results for rj in r.rejects if rj["source"] == name)
     dropped = Counter(d["code"] for r in results for d in r.dropped if d["source"] == name)
     return {
+        "source": source_plan.source,
         "requested": source_plan.requested,
         "records": source_plan.records,
         "index_rejected": len(source_plan.index_rejects),
+        "excluded_eval": len(source_plan.excluded),
         "available": source_plan.available,
         "selected": source_plan.selected,
         "repeats": source_plan.repeats,
@@ -62,7 +64,7 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
     for name, ledger in sources.items():
         if ledger["selected"] != ledger["written"] + ledger["rejected"]:
             raise RuntimeError(f"ledger does not balance for {name}: {ledger}")
-        if ledger["records"] != ledger["available"] + ledger["index_rejected"]:
+        if ledger["records"] != ledger["available"] + ledger["index_rejected"] + ledger["excluded_eval"]:
             raise RuntimeError(f"index ledger does not balance for {name}: {ledger}")
     shards = [
         {
@@ -77,7 +79,7 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
     ]
     totals = {
         key: sum(s[key] for s in sources.values())
-        for key in ("records", "index_rejected", "available", "selected", "written", "rejected")
+        for key in ("records", "index_rejected", "excluded_eval", "available", "selected", "written", "rejected")
     }
     totals.update(shards=len(shards), bytes=sum(s["bytes"] for s in shards))
     recipe = plan.recipe
@@ -102,7 +104,7 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
 
 
 def reject_lines(plan: Any, results: list[Any]) -> list[dict]:
-    lines = [rj.to_dict() for sp in plan.sources for rj in sp.index_rejects]
+    lines = [rj.to_dict() for sp in plan.sources for rj in sp.index_rejects + sp.excluded]
     for result in sorted(results, key=lambda r: r.index):
         lines.extend(result.rejects)
         lines.extend(result.dropped)
@@ -138,13 +140,13 @@ def _write_parquet(path: Path, results: list[Any]) -> None:
 
     rows = [row for r in results for row in r.rows]
     columns = (
-        "key", "shard", "offset", "size", "source", "task", "image_id", "image_ext", "image_sha256", "num_regions",
+        "key", "shard", "offset", "size", "entry", "source", "task", "image_id", "image_ext", "image_sha256", "num_regions",
         "templates",
     )  # fmt: skip
     schema = pa.schema(
         [
             ("key", pa.string()), ("shard", pa.string()), ("offset", pa.int64()), ("size", pa.int64()),
-            ("source", pa.string()), ("task", pa.string()), ("image_id", pa.string()), ("image_ext", pa.string()),
+            ("entry", pa.string()), ("source", pa.string()), ("task", pa.string()), ("image_id", pa.string()), ("image_ext", pa.string()),
             ("image_sha256", pa.string()), ("num_regions", pa.int32()), ("templates", pa.list_(pa.string())),
         ]
     )  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from fclm_data.sources import get_spec
 #: recipes/ at the repository root (editable installs) and the current directory are searched.
 RECIPE_DIRS = (Path(__file__).resolve().parent.parent / "recipes", Path("recipes"))
 DEFAULT_SHARD_SIZE = 1000
+_LABEL = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # no '-': it separates the label from the uid in sample keys
 
 
 class RecipeError(ValueError):
@@ -42,6 +44,12 @@ class RecipeEntry:
     count: int | None = None  #: samples to take; None = all
     repeat: bool = False  #: repeat the source when count > available
     options: dict[str, Any] = field(default_factory=dict)
+    #: ledger / sample-key label; needed when a recipe lists one source twice (e.g. val and test splits)
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.source
 
 
 @dataclass
@@ -93,10 +101,10 @@ def parse_recipe(raw: Any, where: str = "<recipe>") -> Recipe:
     if unknown:
         raise RecipeError(f"{where}: unknown keys {sorted(unknown)}")
     entries = [_parse_entry(item, f"{where} sources[{i}]") for i, item in enumerate(raw["sources"])]
-    names = [e.source for e in entries]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    labels = [e.label for e in entries]
+    duplicates = sorted({n for n in labels if labels.count(n) > 1})
     if duplicates:
-        raise RecipeError(f"{where}: sources listed twice: {duplicates}")
+        raise RecipeError(f"{where}: sources listed twice: {duplicates} (give each entry a distinct 'name')")
     shard_size = int(raw.get("shard_size", DEFAULT_SHARD_SIZE))
     if shard_size < 1:
         raise RecipeError(f"{where}: shard_size must be >= 1")
@@ -113,7 +121,7 @@ def parse_recipe(raw: Any, where: str = "<recipe>") -> Recipe:
 def _parse_entry(item: Any, where: str) -> RecipeEntry:
     if not isinstance(item, dict) or "source" not in item:
         raise RecipeError(f"{where}: each entry needs 'source'")
-    unknown = set(item) - {"source", "count", "repeat", "options"}
+    unknown = set(item) - {"source", "count", "repeat", "options", "name"}
     if unknown:
         raise RecipeError(f"{where}: unknown keys {sorted(unknown)}")
     try:
@@ -127,7 +135,10 @@ def _parse_entry(item: Any, where: str) -> RecipeEntry:
     count = item.get("count")
     if count is not None and (not isinstance(count, int) or count < 0):
         raise RecipeError(f"{where}: count must be a non-negative integer or null")
-    return RecipeEntry(spec.name, count, bool(item.get("repeat", False)), dict(options))
+    name = item.get("name")
+    if name is not None and not _LABEL.match(str(name)):
+        raise RecipeError(f"{where}: name {name!r} must match {_LABEL.pattern}")
+    return RecipeEntry(spec.name, count, bool(item.get("repeat", False)), dict(options), name)
 
 
 def single_source_recipe(names: list[str], seed: int, shard_size: int) -> Recipe:

@@ -16,6 +16,7 @@ the recipe's shard size (never below :data:`MIN_SHARD_SAMPLES`) until there are 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ MIN_SHARD_SAMPLES = 64
 
 @dataclass(frozen=True)
 class PlannedSample:
-    source: str
+    entry: str  #: the recipe entry's label (ledger and key prefix)
+    source: str  #: registry name
     key: str
     unit: Unit
     repeat: int
@@ -40,14 +42,17 @@ class PlannedSample:
 
 @dataclass
 class SourcePlan:
-    name: str
+    name: str  #: entry label (= the source's registry name unless the recipe names the entry)
+    source: str  #: registry name
     options: dict[str, Any]
     requested: int | None  #: recipe count (None = all)
     records: int = 0  #: input records seen at index time
-    available: int = 0  #: units that passed indexing
+    available: int = 0  #: units that passed indexing (and the eval-overlap filter)
     selected: int = 0  #: samples planned (incl. repetitions)
     repeats: int = 1  #: max repetitions of a unit
     index_rejects: list[RejectRecord] = field(default_factory=list)
+    #: units dropped because their image is in an evaluation split (--exclude-eval), as reject lines
+    excluded: list[RejectRecord] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -77,8 +82,13 @@ def sample_key(source: str, uid: str, repeat: int) -> str:
     return f"{source}-{uid}" + (f"-r{repeat}" if repeat else "")
 
 
-def select(source: str, units: list[Unit], count: int | None, repeat: bool, seed: int) -> tuple[list[PlannedSample], list[str], int]:
-    """Seeded subsample (or repetition) of ``units``; returns (samples, warnings, repeats)."""
+def select(
+    source: str, units: list[Unit], count: int | None, repeat: bool, seed: int, registry: str | None = None
+) -> tuple[list[PlannedSample], list[str], int]:
+    """Seeded subsample (or repetition) of ``units``; returns (samples, warnings, repeats).
+
+    ``source`` is the entry label (key prefix, ledger); ``registry`` the source's registry name.
+    """
     n = len(units)
     warnings: list[str] = []
     wanted = n if count is None else count
@@ -93,7 +103,7 @@ def select(source: str, units: list[Unit], count: int | None, repeat: bool, seed
     if rest:
         ranked = sorted(units, key=lambda u: stable_hash("select", seed, source, full, u.uid))
         picked += [(u, full) for u in ranked[:rest]]
-    samples = [PlannedSample(source, sample_key(source, u.uid, r), u, r) for u, r in picked]
+    samples = [PlannedSample(source, registry or source, sample_key(source, u.uid, r), u, r) for u, r in picked]
     return samples, warnings, full + (1 if rest else 0)
 
 
@@ -103,29 +113,37 @@ def make_plan(
     limit: int | None = None,
     on_source: Callable[[str], None] | None = None,
     min_shards: int | None = None,
+    exclude: Any | None = None,
 ) -> Plan:
-    """Index and select every recipe entry; ``limit`` caps each source's count (quick tries)."""
+    """Index and select every recipe entry; ``limit`` caps each source's count (quick tries).
+
+    ``exclude`` (a :class:`fclm_data.leakage.LeakFinder`) drops units whose image is in an evaluation
+    split before sampling; they are counted as ``excluded_eval`` in the ledger.
+    """
     samples: list[PlannedSample] = []
     plans: list[SourcePlan] = []
     for entry in recipe.entries:
         if on_source:
-            on_source(entry.source)
+            on_source(entry.label)
         source = get_source(entry.source, data_root, **entry.options)
         index: IndexResult = source.index()
+        excluded = _exclude(source, index, exclude, entry.label) if exclude is not None else []
         count = entry.count if limit is None else min(limit, entry.count if entry.count is not None else limit)
-        chosen, warnings, repeats = select(entry.source, index.units, count, entry.repeat, recipe.seed)
+        chosen, warnings, repeats = select(entry.label, index.units, count, entry.repeat, recipe.seed, entry.source)
         plans.append(
             SourcePlan(
-                name=entry.source,
+                name=entry.label,
+                source=entry.source,
                 options=entry.options,
                 requested=entry.count,
-                records=index.records,
+                records=index.records + len(excluded),
                 available=len(index.units),
                 selected=len(chosen),
                 repeats=repeats,
-                index_rejects=index.rejects,
+                index_rejects=[dataclasses.replace(r, source=entry.label) for r in index.rejects],
+                excluded=excluded,
                 missing=index.missing,
-                warnings=warnings + [f"{entry.source}: missing under the data root: {m}" for m in index.missing],
+                warnings=warnings + [f"{entry.label}: missing under the data root: {m}" for m in index.missing],
             )
         )
         samples.extend(chosen)
@@ -147,6 +165,20 @@ def choose_shard_size(samples: int, max_size: int, min_shards: int | None) -> tu
         f"{shards} shard(s) for {samples:,} samples: fewer than the {min_shards} that ranks x loader workers x 8 "
         "asks for -- fine for a small run, too few for multi-GPU training"
     ]
+
+
+def _exclude(source: Any, index: IndexResult, finder: Any, label: str) -> list[RejectRecord]:
+    """Remove leaking units from ``index.units`` (in place); return their ledger lines."""
+    kept, excluded = [], []
+    for unit in index.units:
+        leak = finder.check(source, unit)
+        if leak is None:
+            kept.append(unit)
+            continue
+        detail = f"image {leak.image} is in {', '.join(leak.eval_entries)} ({leak.reason})"
+        excluded.append(RejectRecord(label, unit.uid, unit.file or None, "eval_overlap", detail, "excluded"))
+    index.units = kept
+    return excluded
 
 
 def _check_unique_keys(samples: list[PlannedSample]) -> None:

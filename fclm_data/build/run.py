@@ -37,6 +37,8 @@ class BuildConfig:
     options: BuildOptions = BuildOptions()
     #: plan at least this many shards (8 x ranks x loader workers); None keeps the recipe's size
     min_shards: int | None = None
+    #: evaluation recipes whose images are dropped from the build (--exclude-eval)
+    exclude_eval: tuple[Recipe, ...] = ()
 
 
 class BuildProgress(Protocol):
@@ -48,9 +50,13 @@ class BuildProgress(Protocol):
 def plan_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None) -> Plan:
     if not config.data_root.is_dir():
         raise BuildError(f"data root {config.data_root} is not a directory")
-    return make_plan(
-        recipe, config.data_root.resolve(), config.limit, progress.indexing if progress else None, config.min_shards
-    )
+    root = config.data_root.resolve()
+    finder = None
+    if config.exclude_eval:
+        from fclm_data.leakage import LeakFinder, collect_eval_images
+
+        finder = LeakFinder(collect_eval_images(list(config.exclude_eval), root), root)
+    return make_plan(recipe, root, config.limit, progress.indexing if progress else None, config.min_shards, finder)
 
 
 def run_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None) -> dict[str, Any]:

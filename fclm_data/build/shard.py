@@ -32,7 +32,7 @@ class ShardTask:
     index: int
     out_dir: str
     data_root: str
-    source_options: dict[str, dict[str, Any]]  #: source name -> recipe options
+    source_options: dict[str, dict[str, Any]]  #: entry label -> recipe options
     samples: list[PlannedSample]
     options: BuildOptions
     plan_fingerprint: str
@@ -87,11 +87,12 @@ def build_shard(task: ShardTask) -> ShardResult:
     tmp = out_dir / f"{task.name}.tmp"
     with _HashingFile(tmp) as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for planned in task.samples:
-            counts = result.per_source.setdefault(planned.source, {"written": 0, "rejected": 0})
-            if planned.source not in sources:
-                sources[planned.source] = get_source(planned.source, task.data_root, **task.source_options[planned.source])
+            counts = result.per_source.setdefault(planned.entry, {"written": 0, "rejected": 0})
+            if planned.entry not in sources:
+                options = task.source_options[planned.entry]
+                sources[planned.entry] = get_source(planned.source, task.data_root, **options)
             try:
-                members, row, dropped = _build_one(sources[planned.source], planned, task.options)
+                members, row, dropped = _build_one(sources[planned.entry], planned, task.options)
             except Reject as exc:
                 result.rejects.append(_reject_dict(planned, exc))
                 counts["rejected"] += 1
@@ -145,6 +146,7 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
     members = [(f"{planned.key}.{built.image.ext}", built.image.data), (f"{planned.key}.json", encode_sample(sample))]
     row = {
         "key": planned.key,
+        "entry": planned.entry,
         "source": planned.source,
         "task": sample["task"],
         "image_id": sample["provenance"]["image_id"],
@@ -155,7 +157,7 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
     }
     dropped = [
         RejectRecord(
-            planned.source, f"{planned.key}: {record}", exc.file or planned.unit.file or None, exc.code, exc.detail, "annotation"
+            planned.entry, f"{planned.key}: {record}", exc.file or planned.unit.file or None, exc.code, exc.detail, "annotation"
         ).to_dict()
         for record, exc in built.dropped
     ]
@@ -164,7 +166,7 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
 
 def _reject_dict(planned: PlannedSample, exc: Reject) -> dict:
     file = exc.file or planned.unit.file or None
-    return RejectRecord(planned.source, planned.key, file, exc.code, exc.detail, "sample").to_dict()
+    return RejectRecord(planned.entry, planned.key, file, exc.code, exc.detail, "sample").to_dict()
 
 
 def _last_frame(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ def build(
     workers: Annotated[int, typer.Option("--workers", "-w", help="Parallel workers (processes or Ray CPUs).")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(help="Join an existing Ray cluster (e.g. auto, ray://host:10001).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace shards of a different plan in --out.")] = False,
+    exclude_eval: Annotated[Optional[list[str]], typer.Option("--exclude-eval", help="Drop training images that appear in this evaluation recipe (repeatable; counted in the ledger).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan per source (available, taken, repeats, missing) and stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest (or plan) as JSON on stdout.")] = False,
 ) -> None:
@@ -43,6 +44,7 @@ def build(
         raise typer.BadParameter(f"--visual-prompt must be one of {VISUAL_PROMPTS}")
     try:
         plan_recipe = load_recipe(recipe) if recipe else single_source_recipe(list(source or []), 0, 1000)
+        excluded = tuple(load_recipe(name) for name in exclude_eval or [])
     except (RecipeError, KeyError) as exc:
         stderr.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -53,7 +55,7 @@ def build(
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
         ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt),
-        min_shards=None if shard_size is not None else 8 * ranks * loader_workers,
+        min_shards=None if shard_size is not None else 8 * ranks * loader_workers, exclude_eval=excluded,
     )  # fmt: skip
     try:
         if dry_run:

@@ -89,6 +89,10 @@ class Source:
         """Paths (relative to the data root) where the unit's image may be, in the order tried."""
         return []
 
+    def image_identity(self, unit: Unit) -> int | None:
+        """The COCO id of the unit's image when the source knows it without a COCO path (else None)."""
+        return None
+
     def read_unit_image(self, unit: Unit, max_pixels: int) -> ImageData:
         """The unit's image, read and checked (the first candidate that exists)."""
         return read_first_image(self.data_root, self.image_candidates(unit), max_pixels)

@@ -112,6 +112,10 @@ class DamSource(Source):
             result.units.append(Unit(uid, payload, str(region.get("img_id", region.get("image", key))), tar_rel))
 
     # ---- build -------------------------------------------------------------------------------
+    def image_identity(self, unit: Unit) -> int | None:
+        """COCO-Stuff regions are on COCO images and keep COCO's image ids (leakage checks)."""
+        return int(unit.image_ref) if self.subset == "COCOStuff" and unit.image_ref.isdigit() else None
+
     def image_location(self, unit: Unit) -> ImageLocation:
         member, offset, size = unit.payload["image"]
         return ImageLocation(unit.payload["tar"], offset, size)
