@@ -22,6 +22,7 @@ from typing import Any
 from fclm_data.errors import Reject, RejectRecord
 from fclm_data.schema import encode_sample, validate_sample
 from fclm_data.sources import BuildOptions, Source, get_source
+from fclm_data.visual_prompts import apply_visual_prompt
 from fclm_data.build.plan import PlannedSample
 
 PARTS_DIR = ".parts"
@@ -139,7 +140,7 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
     except Exception as exc:  # a converter bug must not stop the build, nor lose the record silently
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         raise Reject("unexpected_error", f"{detail} (at {_last_frame(exc)})") from exc
-    sample = built.sample.to_dict()
+    sample = apply_visual_prompt(built.sample, options.visual_prompt).to_dict()
     problems = validate_sample(sample)
     if problems:
         raise Reject("invalid_sample", "; ".join(problems[:3]))
