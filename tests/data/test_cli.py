@@ -88,3 +88,24 @@ def test_demo_data(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo-data", str(tmp_path / "root")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "root/refer_seg/refcoco/refs(unc).p").exists()
+
+
+def test_stage1_dry_run_plan(data_root: Path) -> None:
+    """Every Table-7 stage-1 source is found on the generated root; ReasonSeg is repeated to its count."""
+    from fclm_data.recipes import load_recipe
+    from fclm_data.sources import get_source
+
+    result = runner.invoke(app, ["build", "-r", "stage1", "-d", str(data_root), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    recipe = {e.label: e for e in load_recipe("stage1").entries}
+    assert sum(e.count for e in recipe.values()) == 688_390  # the rows; see recipes/stage1.yaml
+    for row in plan["sources"]:
+        entry = recipe[row["source"]]
+        available = len(get_source(entry.source, data_root, **entry.options).index().units)
+        assert row["available"] == available > 0 and row["missing"] == []
+        if entry.repeat:
+            assert row["taken"] == entry.count and row["repeats"] == -(-entry.count // available)
+        else:
+            assert row["taken"] == min(entry.count, available) and row["repeats"] == 1
+    assert plan["samples"] == sum(r["taken"] for r in plan["sources"])
