@@ -1,9 +1,15 @@
 """Safe image access under the data root: path checks, format sniffing, full-stream decode check.
 
 Shards carry each image's original bytes (no re-encoding), so this module only proves the bytes
-are a complete JPEG/PNG of the declared size. JPEGs are decoded at 1/8 scale (``Image.draft``):
-the entropy-coded stream is still read to the end, so truncation is caught (``verify()`` only
-reads headers and misses it), at about 2x less cost than a full decode.
+are a complete JPEG/PNG of the declared size. Two checks (``BuildOptions.image_check``):
+
+* ``decode`` (default): JPEGs are decoded at 1/8 scale (``Image.draft``): the entropy-coded stream
+  is still read to the end, so truncation and most corruption are caught (``verify()`` only reads
+  headers and misses truncation), at about 2x less cost than a full decode. It still dominates a
+  build's CPU time.
+* ``markers``: a structural walk without decoding -- a JPEG must reach its end-of-image marker after
+  its scan data, a PNG its ``IEND`` chunk through valid chunk lengths. Catches truncation at memcpy
+  speed; does not catch corrupt entropy-coded data inside a complete file.
 """
 
 from __future__ import annotations
@@ -57,8 +63,86 @@ def join_checked(directory: str, file_name: str) -> str:
     return f"{directory}/{safe_relpath(file_name)}" if directory else safe_relpath(file_name)
 
 
-def check_image_bytes(data: bytes, file_name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
-    """Sniff, size-check and decode ``data``; returns the original bytes with their metadata."""
+IMAGE_CHECKS = ("decode", "markers")
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _scan_jpeg(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, complete) from the marker segments; None when ``data`` is not a JPEG.
+
+    Complete = an EOI after the first scan: entropy-coded bytes never contain 0xFFD9 (0xFF is
+    stuffed as 0xFF00), so an EOI after the scan can only be the image's own end.
+    """
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    pos, size = 2, None
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF and pos + 9 <= len(data):
+            size = (int.from_bytes(data[pos + 7 : pos + 9], "big"), int.from_bytes(data[pos + 5 : pos + 7], "big"))
+        if marker == 0xDA:  # start of scan
+            complete = size is not None and data.rfind(b"\xff\xd9", pos + 2 + length) != -1
+            return (*size, complete) if size else (0, 0, False)
+        pos += 2 + length
+    return (*size, False) if size else (0, 0, False)
+
+
+def _scan_png(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, complete): chunks whose lengths stay inside the file, up to IEND."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return width, height, True
+        pos += 12 + length
+    return width, height, False
+
+
+def _check_structure(data: bytes, file_name: str) -> tuple[str, int, int] | None:
+    """``markers`` check: (ext, width, height) of a complete JPEG/PNG; None when neither (PIL explains)."""
+    for ext, scan in (("jpg", _scan_jpeg), ("png", _scan_png)):
+        found = scan(data)
+        if found is not None:
+            width, height, complete = found
+            if not complete:
+                raise Reject("bad_image", f"{file_name}: {ext.upper()} stream is incomplete (truncated)", file_name)
+            return ext, width, height
+    return None
+
+
+def check_image_bytes(
+    data: bytes, file_name: str, max_pixels: int = DEFAULT_MAX_PIXELS, check: str = "decode"
+) -> ImageData:
+    """Sniff, size-check and verify ``data`` (``check``: decode | markers); returns the original bytes."""
+    found = _check_structure(data, file_name) if check == "markers" else None
+    if found is not None:
+        ext, width, height = found
+        _check_pixels(width, height, max_pixels, file_name)
+    else:
+        ext, width, height = _decode_check(data, file_name, max_pixels)
+    return ImageData(data, ext, width, height, hashlib.sha256(data).hexdigest(), file_name)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, file_name: str) -> None:
+    if width * height > max_pixels:
+        raise Reject(
+            "decompression_bomb", f"{file_name}: {width}x{height} exceeds the {max_pixels:,}-pixel limit", file_name
+        )
+
+
+def _decode_check(data: bytes, file_name: str, max_pixels: int) -> tuple[str, int, int]:
+    """Header via PIL, pixel limit, then a 1/8-scale decode of JPEGs (full decode of PNGs)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -71,20 +155,17 @@ def check_image_bytes(data: bytes, file_name: str, max_pixels: int = DEFAULT_MAX
         raise Reject("bad_image", f"{file_name}: not a readable image ({exc})", file_name) from exc
     if fmt not in _FORMATS:
         raise Reject("bad_image", f"{file_name}: format {fmt} is not JPEG or PNG", file_name)
-    if width * height > max_pixels:
-        raise Reject(
-            "decompression_bomb", f"{file_name}: {width}x{height} exceeds the {max_pixels:,}-pixel limit", file_name
-        )
+    _check_pixels(width, height, max_pixels, file_name)
     try:
         if fmt == "JPEG":
             image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", (max(1, width // 8), max(1, height // 8)))
         image.load()
     except Exception as exc:
         raise Reject("bad_image", f"{file_name}: decoding failed ({exc})", file_name) from exc
-    return ImageData(data, _FORMATS[fmt], width, height, hashlib.sha256(data).hexdigest(), file_name)
+    return _FORMATS[fmt], width, height
 
 
-def read_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+def read_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS, check: str = "decode") -> ImageData:
     """Read and check ``root/rel``; ``rel`` must stay inside ``root``."""
     rel = safe_relpath(rel)
     path = root / rel
@@ -94,10 +175,12 @@ def read_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
         raise Reject("missing_image", f"{rel} does not exist under the data root", rel) from exc
     except IsADirectoryError as exc:
         raise Reject("missing_image", f"{rel} is a directory", rel) from exc
-    return check_image_bytes(data, rel, max_pixels)
+    return check_image_bytes(data, rel, max_pixels, check)
 
 
-def read_first_image(root: Path, candidates: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+def read_first_image(
+    root: Path, candidates: list[str], max_pixels: int = DEFAULT_MAX_PIXELS, check: str = "decode"
+) -> ImageData:
     """Read the first candidate path that exists; ``missing_image`` names all of them otherwise.
 
     Releases disagree on folders and prefixes (COCO 2014 vs 2017 names, Flickr prefixes), so
@@ -107,9 +190,9 @@ def read_first_image(root: Path, candidates: list[str], max_pixels: int = DEFAUL
         raise Reject("missing_image", "the record names no image")
     for rel in candidates[:-1]:
         if (root / safe_relpath(rel)).is_file():
-            return read_image(root, rel, max_pixels)
+            return read_image(root, rel, max_pixels, check)
     try:
-        return read_image(root, candidates[-1], max_pixels)
+        return read_image(root, candidates[-1], max_pixels, check)
     except Reject as exc:
         if exc.code == "missing_image" and len(candidates) > 1:
             raise Reject("missing_image", f"none of {candidates} exists under the data root", candidates[0]) from exc

@@ -19,6 +19,8 @@ class Executor(Protocol):
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]: ...
 
+    def close(self) -> None: ...
+
 
 class SerialExecutor:
     """In-process: the default for small builds and tests (no start-up cost, easy to debug)."""
@@ -29,6 +31,9 @@ class SerialExecutor:
         for task in tasks:
             yield fn(task)
 
+    def close(self) -> None:
+        pass
+
 
 class ProcessExecutor:
     """Local worker processes; at most ``2 * workers`` tasks in flight to bound memory."""
@@ -37,19 +42,25 @@ class ProcessExecutor:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None  # kept across calls: indexing, then shards
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
         pending: set = set()
-        task_iter = iter(tasks)
-        with ProcessPoolExecutor(max_workers=self.workers) as pool:
-            for task in task_iter:
-                pending.add(pool.submit(fn, task))
-                if len(pending) >= 2 * self.workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from (f.result() for f in done)
-            while pending:
+        for task in tasks:
+            pending.add(self._pool.submit(fn, task))
+            if len(pending) >= 2 * self.workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in done)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class RayExecutor:
@@ -65,12 +76,12 @@ class RayExecutor:
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
         self.workers = workers
         self.address = address
+        self._started_here = False
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
+    def _ray(self) -> Any:
         import ray  # optional dependency: pip install 'fclm[ray]'
 
-        started_here = not ray.is_initialized()
-        if started_here:
+        if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.address:
@@ -78,21 +89,30 @@ class RayExecutor:
             elif self.workers:
                 kwargs["num_cpus"] = self.workers
             ray.init(**kwargs)
-        try:
-            remote = ray.remote(num_cpus=1, max_retries=2)(fn)
-            limit = 2 * int(ray.cluster_resources().get("CPU", 1))
-            pending: list = []
-            for task in tasks:
-                pending.append(remote.remote(task))
-                if len(pending) >= limit:
-                    done, pending = ray.wait(pending, num_returns=1)
-                    yield from ray.get(done)
-            while pending:
+            self._started_here = True
+        return ray
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
+        ray = self._ray()
+        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+        limit = 2 * int(ray.cluster_resources().get("CPU", 1))
+        pending: list = []
+        for task in tasks:
+            pending.append(remote.remote(task))
+            if len(pending) >= limit:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield from ray.get(done)
-        finally:
-            if started_here:
-                ray.shutdown()
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(done)
+
+    def close(self) -> None:
+        """Shut down the cluster only if this executor started it (never a cluster it joined)."""
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
+            self._started_here = False
 
 
 def make_executor(kind: str, workers: int = 1, ray_address: str | None = None, num_tasks: int = 0) -> Executor:

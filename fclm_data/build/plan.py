@@ -107,6 +107,12 @@ def select(
     return samples, warnings, full + (1 if rest else 0)
 
 
+def index_entry(task: tuple[int, str, str, dict[str, Any]]) -> tuple[int, IndexResult]:
+    """Index one recipe entry (a picklable task, so entries index in parallel on any executor)."""
+    position, name, data_root, options = task
+    return position, get_source(name, data_root, **options).index()
+
+
 def make_plan(
     recipe: Recipe,
     data_root: Path,
@@ -114,19 +120,25 @@ def make_plan(
     on_source: Callable[[str], None] | None = None,
     min_shards: int | None = None,
     exclude: Any | None = None,
+    map_unordered: Callable | None = None,
 ) -> Plan:
     """Index and select every recipe entry; ``limit`` caps each source's count (quick tries).
 
     ``exclude`` (a :class:`fclm_data.leakage.LeakFinder`) drops units whose image is in an evaluation
-    split before sampling; they are counted as ``excluded_eval`` in the ledger.
+    split before sampling; they are counted as ``excluded_eval`` in the ledger. ``map_unordered`` (an
+    executor's) indexes the entries in parallel; results are used in recipe order either way.
     """
+    tasks = [(i, e.source, str(data_root), e.options) for i, e in enumerate(recipe.entries)]
+    indexes: dict[int, IndexResult] = {}
+    for position, index in (map_unordered or _serial_map)(index_entry, tasks):
+        indexes[position] = index
+        if on_source:
+            on_source(recipe.entries[position].label)
     samples: list[PlannedSample] = []
     plans: list[SourcePlan] = []
-    for entry in recipe.entries:
-        if on_source:
-            on_source(entry.label)
+    for position, entry in enumerate(recipe.entries):
         source = get_source(entry.source, data_root, **entry.options)
-        index: IndexResult = source.index()
+        index = indexes[position]
         excluded = _exclude(source, index, exclude, entry.label) if exclude is not None else []
         count = entry.count if limit is None else min(limit, entry.count if entry.count is not None else limit)
         chosen, warnings, repeats = select(entry.label, index.units, count, entry.repeat, recipe.seed, entry.source)
@@ -151,6 +163,10 @@ def make_plan(
     _check_unique_keys(samples)
     shard_size, warnings = choose_shard_size(len(samples), recipe.shard_size, min_shards)
     return Plan(recipe, data_root, samples, plans, shard_size, warnings)
+
+
+def _serial_map(fn: Callable, tasks: list) -> Any:
+    return map(fn, tasks)
 
 
 def choose_shard_size(samples: int, max_size: int, min_shards: int | None) -> tuple[int, list[str]]:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fclm_data.build.executors import make_executor
+from fclm_data.build.executors import Executor, make_executor
 from fclm_data.build.plan import Plan, make_plan
 from fclm_data.build.shard import PARTS_DIR, ShardResult, ShardTask, build_shard, part_path
 from fclm_data.manifest import MANIFEST, write_outputs
@@ -47,7 +47,10 @@ class BuildProgress(Protocol):
     def shard_done(self, result: ShardResult) -> None: ...
 
 
-def plan_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None) -> Plan:
+def plan_build(
+    recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None, executor: Executor | None = None
+) -> Plan:
+    """Index (in parallel on ``executor`` when given) and select; builds nothing."""
     if not config.data_root.is_dir():
         raise BuildError(f"data root {config.data_root} is not a directory")
     root = config.data_root.resolve()
@@ -56,12 +59,24 @@ def plan_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | No
         from fclm_data.leakage import LeakFinder, collect_eval_images
 
         finder = LeakFinder(collect_eval_images(list(config.exclude_eval), root), root)
-    return make_plan(recipe, root, config.limit, progress.indexing if progress else None, config.min_shards, finder)
+    return make_plan(
+        recipe, root, config.limit, progress.indexing if progress else None, config.min_shards, finder,
+        executor.map_unordered if executor else None,
+    )  # fmt: skip
 
 
 def run_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | None = None) -> dict[str, Any]:
     """Build (or finish building) ``recipe`` into ``config.out_dir``; returns the manifest."""
-    plan = plan_build(recipe, config, progress)
+    # one executor for indexing (one task per recipe entry) and building (one task per shard)
+    executor = make_executor(config.executor, config.workers, config.ray_address, max(len(recipe.entries), 4))
+    try:
+        return _run(recipe, config, executor, progress)
+    finally:
+        executor.close()
+
+
+def _run(recipe: Recipe, config: BuildConfig, executor: Executor, progress: BuildProgress | None) -> dict[str, Any]:
+    plan = plan_build(recipe, config, progress, executor)
     out_dir = config.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = plan.fingerprint()
@@ -71,7 +86,6 @@ def run_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | Non
     todo = [t for t in tasks if t.index not in done]
     if progress:
         progress.planned(plan, list(done.values()))
-    executor = make_executor(config.executor, config.workers, config.ray_address, len(todo))
     results = dict(done)
     for result in executor.map_unordered(build_shard, todo):
         results[result.index] = result

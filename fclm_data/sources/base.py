@@ -54,6 +54,7 @@ class BuildOptions:
     seed: int = 0
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     visual_prompt: str = "mask"
+    image_check: str = "decode"  #: "decode" (1/8-scale JPEG decode) | "markers" (structure only)
 
 
 @dataclass
@@ -93,9 +94,9 @@ class Source:
         """The COCO id of the unit's image when the source knows it without a COCO path (else None)."""
         return None
 
-    def read_unit_image(self, unit: Unit, max_pixels: int) -> ImageData:
+    def read_unit_image(self, unit: Unit, options: "BuildOptions") -> ImageData:
         """The unit's image, read and checked (the first candidate that exists)."""
-        return read_first_image(self.data_root, self.image_candidates(unit), max_pixels)
+        return read_first_image(self.data_root, self.image_candidates(unit), options.max_image_pixels, options.image_check)
 
     def image_location(self, unit: Unit) -> ImageLocation | None:
         """Where the unit's image is, without reading it (train/eval leakage checks)."""

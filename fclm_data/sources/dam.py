@@ -126,7 +126,7 @@ class DamSource(Source):
         record = f"{p['tar']}#{p['key']}"
         region = _regions_of(safe_loads(read_range(tar_path, *p["pickle"]), f"{record}.pickle"))[p["region"]]
         member, offset, size = p["image"]
-        image = check_image_bytes(read_range(tar_path, offset, size), f"{p['tar']}#{member}", options.max_image_pixels)
+        image = check_image_bytes(read_range(tar_path, offset, size), f"{p['tar']}#{member}", options.max_image_pixels, options.image_check)
         rle = segmentation_to_rle(region["mask_rle"], image.height, image.width)
         rle, box = nonempty_region_mask(rle, f"{record} region {p['region']}")
         caption = region["caption"].strip()

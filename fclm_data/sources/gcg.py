@@ -202,7 +202,7 @@ class GcgSource(Source):
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        image = self.read_unit_image(unit, options.max_image_pixels)
+        image = self.read_unit_image(unit, options)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], f"{self.ann_path} record {unit.uid}")
         caption = self._display_caption(p["caption"])

@@ -128,7 +128,7 @@ class MuseSource(Source):
         record = self._record(unit)
         meta = _image_of(record, self)
         question, objects, text_answer = _qa_of(record, p["qa"])
-        image = read_image(self.data_root, meta["file"], options.max_image_pixels)
+        image = read_image(self.data_root, meta["file"], options.max_image_pixels, options.image_check)
         expect_size(image, meta["width"], meta["height"], f"{self.annotations} record #{p['record']}")
         regions = [self._region(obj, i, image.height, image.width, p) for i, obj in enumerate(objects)]
         q_id, q_template = self._question_template(options.seed, key)

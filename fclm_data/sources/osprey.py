@@ -119,7 +119,7 @@ class _OspreySource(Source):
 
     def _image(self, p: dict, options: BuildOptions) -> ImageData:
         candidates = coco_image_candidates(p["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs))
-        image = read_first_image(self.data_root, candidates, options.max_image_pixels)
+        image = read_first_image(self.data_root, candidates, options.max_image_pixels, options.image_check)
         expect_size(image, p["width"], p["height"], f"{self.ann_file} {p['record']}")
         return image
 

@@ -92,7 +92,7 @@ class _RocSource(Source):
 
     def _build(self, p: dict, key: str, repeat: int, options: BuildOptions, source_file: str) -> Built:
         """Read the image, convert up to ``max_regions`` of ``p["anns"]`` and ask for each label."""
-        image = read_first_image(self.data_root, self.image_candidates(Unit("", p)), options.max_image_pixels)
+        image = read_first_image(self.data_root, self.image_candidates(Unit("", p)), options.max_image_pixels, options.image_check)
         expect_size(image, p["width"], p["height"], f"{source_file} {p['record']}")
         anns = p["anns"]
         chosen, dropped = [], []

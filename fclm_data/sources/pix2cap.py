@@ -144,7 +144,7 @@ class Pix2CapSource(Source):
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        image = self.read_unit_image(unit, options.max_image_pixels)
+        image = self.read_unit_image(unit, options)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], f"{self._path(self.ann_file)} image {p['image_id']}")
         ids = self._panoptic_ids(p["png"], image.height, image.width)

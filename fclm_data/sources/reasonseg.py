@@ -176,7 +176,7 @@ class ReasonSegSource(Source):
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        image = self.read_unit_image(unit, options.max_image_pixels)
+        image = self.read_unit_image(unit, options)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], p["json"])
         text_id, text = p["texts"][stable_index(len(p["texts"]), "instruction", options.seed, key)]

@@ -106,7 +106,7 @@ class RefCocoSource(Source):
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         image_meta = unit.payload["image"]
-        image = self.read_unit_image(unit, options.max_image_pixels)
+        image = self.read_unit_image(unit, options)
         expect_size(image, image_meta["width"], image_meta["height"], f"{self.instances_file} image {image_meta['id']}")
         regions, region_of_ref, dropped = self._regions(unit.payload["refs"], image.height, image.width)
         expressions = [

@@ -99,7 +99,7 @@ class _VgSource(Source):
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         meta = unit.payload["image"]
-        image = self.read_unit_image(unit, options.max_image_pixels)
+        image = self.read_unit_image(unit, options)
         expect_size(image, meta["width"], meta["height"], f"{self.file} image {meta['id']}")
         anns = unit.payload["anns"]
         chosen, dropped = [], []

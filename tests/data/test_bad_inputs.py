@@ -105,12 +105,19 @@ def _corrupt_dam(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def corrupted(tmp_path_factory: pytest.TempPathFactory):
+def corrupted_root(tmp_path_factory: pytest.TempPathFactory):
     root = generate_data_root(tmp_path_factory.mktemp("bad_root"), families=["refcoco", "dam"])
-    expected_refcoco = _corrupt_refcoco(root)
-    expected_dam = _corrupt_dam(root)
-    out = tmp_path_factory.mktemp("bad_out")
-    manifest = build(["refcoco", "refcoco_plus", "dam_sam"], root, out)
+    return root, _corrupt_refcoco(root), _corrupt_dam(root)
+
+
+@pytest.fixture(scope="module", params=["decode", "markers"])
+def corrupted(request, corrupted_root, tmp_path_factory: pytest.TempPathFactory):
+    """The same corpus under both image checks: each must reject the same records for the same reasons."""
+    from fclm_data.sources import BuildOptions
+
+    root, expected_refcoco, expected_dam = corrupted_root
+    out = tmp_path_factory.mktemp(f"bad_out_{request.param}")
+    manifest = build(["refcoco", "refcoco_plus", "dam_sam"], root, out, options=BuildOptions(image_check=request.param))
     return root, out, manifest, expected_refcoco, expected_dam
 
 

@@ -67,3 +67,40 @@ def test_missing_image_and_normalised_names(tmp_path: Path) -> None:
         read_image(tmp_path, "coco/nope.jpg")
     assert info.value.code == "missing_image"
     assert safe_relpath("./coco//train2014/./a.jpg") == "coco/train2014/a.jpg"
+
+
+@pytest.mark.parametrize("cut", [1, 10, 200, 2000])
+def test_marker_check_catches_truncation_without_decoding(cut: int) -> None:
+    data = _jpeg((120, 90))
+    assert check_image_bytes(data, "ok.jpg", check="markers").width == 120
+    with pytest.raises(Reject) as info:
+        check_image_bytes(data[:-cut], "cut.jpg", check="markers")
+    assert info.value.code == "bad_image" and "incomplete" in info.value.detail
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 30).save(buf, "PNG")
+    png = buf.getvalue()
+    assert check_image_bytes(png, "ok.png", check="markers").ext == "png"
+    with pytest.raises(Reject):
+        check_image_bytes(png[:-cut], "cut.png", check="markers")
+
+
+def test_marker_check_accepts_progressive_and_exif_jpegs() -> None:
+    buf = io.BytesIO()
+    image = Image.effect_noise((80, 60), 30).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: an APP1 segment before the scan
+    image.save(buf, "JPEG", progressive=True, exif=exif)
+    assert check_image_bytes(buf.getvalue(), "p.jpg", check="markers").height == 60
+
+
+def test_marker_check_reads_the_same_size_as_pil() -> None:
+    for size in ((64, 48), (1, 1), (333, 17)):
+        for fmt in ("JPEG", "PNG"):
+            buf = io.BytesIO()
+            Image.effect_noise(size, 20).convert("RGB").save(buf, fmt)
+            fast = check_image_bytes(buf.getvalue(), "x", check="markers")
+            slow = check_image_bytes(buf.getvalue(), "x", check="decode")
+            assert (fast.ext, fast.width, fast.height) == (slow.ext, slow.width, slow.height)
+    with pytest.raises(Reject) as info:  # not an image: the decode path explains
+        check_image_bytes(b"plain text", "x.jpg", check="markers")
+    assert info.value.code == "bad_image"
