@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fclm_data.build.plan import make_plan  # noqa: E402
 from fclm_data.build.run import BuildConfig, run_build  # noqa: E402
 from fclm_data.images import IMAGE_CHECKS  # noqa: E402
-from fclm_data.sources import BuildOptions  # noqa: E402
 from fclm_data.recipes import single_source_recipe  # noqa: E402
+from fclm_data.sources import BuildOptions  # noqa: E402
 from fclm_data.synthetic import generate_data_root  # noqa: E402
 
 SOURCES = ["refcoco", "refcoco_plus", "refcocog"]
@@ -82,7 +82,9 @@ def main() -> None:
     plan = make_plan(recipe, root)
     n = len(plan.samples)
     input_bytes = sum(p.stat().st_size for p in (root / "coco/train2014").iterdir())
-    print(f"data root: {n:,} samples, {input_bytes / 1e6:.0f} MB of {width}x{height} JPEGs (generated in {t_gen:.1f} s)")
+    print(
+        f"data root: {n:,} samples, {input_bytes / 1e6:.0f} MB of {width}x{height} JPEGs (generated in {t_gen:.1f} s)"
+    )
 
     variants = {"copy": None}
     for check in IMAGE_CHECKS:
@@ -94,14 +96,14 @@ def main() -> None:
             out = work / name.replace(" ", "")
             shutil.rmtree(out, ignore_errors=True)
             if variant is None:
-                times[name].append(timed(lambda: copy_baseline(plan, out)))
+                times[name].append(timed(lambda out=out: copy_baseline(plan, out)))
                 continue
             check, workers = variant
             config = BuildConfig(
                 root, out, executor="serial" if workers == 1 else "processes", workers=workers,
                 options=BuildOptions(image_check=check),
             )  # fmt: skip
-            times[name].append(timed(lambda: run_build(recipe, config)))
+            times[name].append(timed(lambda config=config: run_build(recipe, config)))
     median = {k: statistics.median(v) for k, v in times.items()}
     for name, value in median.items():
         runs = ", ".join(f"{t:.2f}" for t in times[name])

@@ -148,7 +148,11 @@ class LeakFinder:
         hit = self.eval.match(coco, sha)
         if hit is None:
             return None
-        image = f"coco:{coco}" if hit[0] == "coco_id" else location.path + (f"#{location.offset}" if location.offset else "")
+        image = (
+            f"coco:{coco}"
+            if hit[0] == "coco_id"
+            else location.path + (f"#{location.offset}" if location.offset else "")
+        )
         return Leak(unit.uid, image, hit[0], sorted(hit[1]))
 
     def _hash(self, location: ImageLocation) -> str | None:

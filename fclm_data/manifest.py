@@ -113,7 +113,9 @@ def reject_lines(plan: Any, results: list[Any]) -> list[dict]:
 
 def write_outputs(out_dir: Path, plan: Any, results: list[Any], options: dict[str, Any]) -> dict[str, Any]:
     manifest = build_manifest(plan, results, options)
-    _atomic_write(out_dir / REJECTS, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in reject_lines(plan, results)))
+    _atomic_write(
+        out_dir / REJECTS, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in reject_lines(plan, results))
+    )
     _write_parquet(out_dir / PARQUET, sorted(results, key=lambda r: r.index))
     _atomic_write(out_dir / WIDS_INDEX, json.dumps(wids_index(manifest), indent=1) + "\n")
     image_exts = sorted({row["image_ext"] for r in results for row in r.rows}) or ["jpg"]

@@ -8,8 +8,9 @@ against the image grid it belongs to. Failures raise :class:`~fclm_data.errors.R
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils

@@ -8,8 +8,9 @@ when the Ray executor is used, so ``fclm-data --help`` stays fast and Ray stays 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 EXECUTORS = ("auto", "serial", "processes", "ray")
 

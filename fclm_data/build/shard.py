@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fclm_data.build.plan import PlannedSample
 from fclm_data.errors import Reject, RejectRecord
 from fclm_data.schema import encode_sample, validate_sample
 from fclm_data.sources import BuildOptions, Source, get_source
 from fclm_data.visual_prompts import apply_visual_prompt
-from fclm_data.build.plan import PlannedSample
 
 PARTS_DIR = ".parts"
 
@@ -61,7 +61,7 @@ class ShardResult:
         return json.dumps(vars(self), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "ShardResult":
+    def from_json(cls, text: str) -> ShardResult:
         return cls(**json.loads(text))
 
 
@@ -126,7 +126,7 @@ class _HashingFile:
     def tell(self) -> int:
         return self.size
 
-    def __enter__(self) -> "_HashingFile":
+    def __enter__(self) -> _HashingFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -159,7 +159,12 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
     }
     dropped = [
         RejectRecord(
-            planned.entry, f"{planned.key}: {record}", exc.file or planned.unit.file or None, exc.code, exc.detail, "annotation"
+            planned.entry,
+            f"{planned.key}: {record}",
+            exc.file or planned.unit.file or None,
+            exc.code,
+            exc.detail,
+            "annotation",
         ).to_dict()
         for record, exc in built.dropped
     ]

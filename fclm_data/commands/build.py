@@ -16,23 +16,58 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 
 def build(
-    recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", help="Recipe name (recipes/NAME.yaml) or path.")] = None,
-    source: Annotated[Optional[list[str]], typer.Option("--source", "-s", help="Build single sources with their defaults instead of a recipe (repeatable).")] = None,
-    data_root: Annotated[Path, typer.Option("--data-root", "-d", help="Root holding the releases in their official layouts.")] = Path("data"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for shard-NNNNNN.tar and the ledger.")] = Path("shards"),
+    recipe: Annotated[
+        Optional[str], typer.Option("--recipe", "-r", help="Recipe name (recipes/NAME.yaml) or path.")
+    ] = None,
+    source: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--source", "-s", help="Build single sources with their defaults instead of a recipe (repeatable)."
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path, typer.Option("--data-root", "-d", help="Root holding the releases in their official layouts.")
+    ] = Path("data"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory for shard-NNNNNN.tar and the ledger.")
+    ] = Path("shards"),
     limit: Annotated[Optional[int], typer.Option(help="At most N samples per source (quick tries).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Build seed (default: the recipe's).")] = None,
-    shard_size: Annotated[Optional[int], typer.Option(help="Samples per shard, exactly (default: the recipe's 1000, shrunk to give >= 8 x ranks x loader workers shards).")] = None,
-    ranks: Annotated[int, typer.Option(help="GPUs the shards are for (sizes shards: >= 8 x ranks x loader workers).")] = 8,
+    shard_size: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Samples per shard, exactly (default: the recipe's 1000, shrunk to give >= 8 x ranks x loader workers shards)."
+        ),
+    ] = None,
+    ranks: Annotated[
+        int, typer.Option(help="GPUs the shards are for (sizes shards: >= 8 x ranks x loader workers).")
+    ] = 8,
     loader_workers: Annotated[int, typer.Option(help="Data-loader workers per GPU (for shard sizing).")] = 4,
-    visual_prompt: Annotated[str, typer.Option(help=f"How <region> inputs are presented: {'|'.join(VISUAL_PROMPTS)}.")] = "mask",
-    image_check: Annotated[str, typer.Option(help="decode: decode every JPEG at 1/8 scale (catches truncation and most corruption) | markers: check the stream structure only (faster; catches truncation).")] = "decode",
+    visual_prompt: Annotated[
+        str, typer.Option(help=f"How <region> inputs are presented: {'|'.join(VISUAL_PROMPTS)}.")
+    ] = "mask",
+    image_check: Annotated[
+        str,
+        typer.Option(
+            help="decode: decode every JPEG at 1/8 scale (catches truncation and most corruption) | markers: check the stream structure only (faster; catches truncation)."
+        ),
+    ] = "decode",
     executor: Annotated[str, typer.Option(help="auto|serial|processes|ray")] = "auto",
     workers: Annotated[int, typer.Option("--workers", "-w", help="Parallel workers (processes or Ray CPUs).")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option(help="Join an existing Ray cluster (e.g. auto, ray://host:10001).")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="Join an existing Ray cluster (e.g. auto, ray://host:10001).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace shards of a different plan in --out.")] = False,
-    exclude_eval: Annotated[Optional[list[str]], typer.Option("--exclude-eval", help="Drop training images that appear in this evaluation recipe (repeatable; counted in the ledger).")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan per source (available, taken, repeats, missing) and stop.")] = False,
+    exclude_eval: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--exclude-eval",
+            help="Drop training images that appear in this evaluation recipe (repeatable; counted in the ledger).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan per source (available, taken, repeats, missing) and stop.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest (or plan) as JSON on stdout.")] = False,
 ) -> None:
     """Convert the releases under --data-root into WebDataset shards."""

@@ -43,7 +43,9 @@ def recipes(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         table.add_column(column)
     for r in loaded:
         total = sum(e.count or 0 for e in r.entries)
-        table.add_row(r.name, f"{total:,}", ", ".join(f"{e.source} {e.count or 'all'}" for e in r.entries), r.description)
+        table.add_row(
+            r.name, f"{total:,}", ", ".join(f"{e.source} {e.count or 'all'}" for e in r.entries), r.description
+        )
     Console().print(table)
 
 

@@ -16,9 +16,13 @@ stderr = Console(stderr=True)
 def inspect(
     path: Annotated[Path, typer.Argument(help="A shard .tar, or a build directory (checked against its manifest).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print decoded samples as JSON lines on stdout.")] = False,
-    render: Annotated[Optional[Path], typer.Option(help="Write PNG overlays (masks outlined, conversation beside) here.")] = None,
+    render: Annotated[
+        Optional[Path], typer.Option(help="Write PNG overlays (masks outlined, conversation beside) here.")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="Samples to print/render (0 = all).")] = 8,
-    strict: Annotated[bool, typer.Option(help="Decode every image and mask; check sha256 and parquet offsets.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Decode every image and mask; check sha256 and parquet offsets.")
+    ] = False,
 ) -> None:
     """Summarise shards and report every problem found (exit 1 if any)."""
     from fclm_data.inspect import inspect_output, inspect_shard, iter_tar_samples
@@ -92,5 +96,7 @@ def _summary(reports) -> Table:
         table.add_row(label, value)
     if len(reports) > 1:
         for r in reports:
-            table.add_row(Path(r.path).name, f"{r.samples:,} samples, {r.bytes / 1e6:.1f} MB, {len(r.problems)} problems")
+            table.add_row(
+                Path(r.path).name, f"{r.samples:,} samples, {r.bytes / 1e6:.1f} MB, {len(r.problems)} problems"
+            )
     return table

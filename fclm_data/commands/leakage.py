@@ -35,7 +35,9 @@ def leakage(
     if as_json:
         typer.echo(json.dumps({"recipe": train.name, "eval": [r.name for r in evals], "sources": report}, indent=1))
         return
-    table = Table(title=f"{train.name} vs {', '.join(r.name for r in evals)}: training images found in evaluation splits")
+    table = Table(
+        title=f"{train.name} vs {', '.join(r.name for r in evals)}: training images found in evaluation splits"
+    )
     for column in ("source", "units", "leaking units", "images", "by", "eval entries", "examples"):
         table.add_column(column, justify="right" if column in ("units", "leaking units", "images") else "left")
     for row in report:
@@ -45,4 +47,6 @@ def leakage(
             ", ".join(row["images"][:show]) + (" ..." if len(row["images"]) > show else ""),
         )  # fmt: skip
     Console().print(table)
-    typer.echo("drop them with: fclm-data build --recipe ... " + " ".join(f"--exclude-eval {r.name}" for r in evals), err=True)
+    typer.echo(
+        "drop them with: fclm-data build --recipe ... " + " ".join(f"--exclude-eval {r.name}" for r in evals), err=True
+    )

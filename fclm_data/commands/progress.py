@@ -32,7 +32,10 @@ class RichBuildProgress:
             console=self.console, transient=False,
         )  # fmt: skip
         for sp in plan.sources:
-            finished = sum(r.per_source.get(sp.name, {}).get("written", 0) + r.per_source.get(sp.name, {}).get("rejected", 0) for r in done)
+            finished = sum(
+                r.per_source.get(sp.name, {}).get("written", 0) + r.per_source.get(sp.name, {}).get("rejected", 0)
+                for r in done
+            )
             self.tasks[sp.name] = self.progress.add_task(sp.name, total=sp.selected, completed=finished)
         if done:
             self.console.print(f"resuming: {len(done)} shard(s) already finished")
@@ -49,7 +52,9 @@ class RichBuildProgress:
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
-    table = Table(title=f"{manifest['recipe']['name']}: {manifest['totals']['written']:,} samples in {manifest['totals']['shards']} shard(s)")
+    table = Table(
+        title=f"{manifest['recipe']['name']}: {manifest['totals']['written']:,} samples in {manifest['totals']['shards']} shard(s)"
+    )
     for column in ("source", "records", "available", "selected", "written", "rejected", "top reasons"):
         table.add_column(column, justify="left" if column in ("source", "top reasons") else "right")
     for name, s in manifest["sources"].items():

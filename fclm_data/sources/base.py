@@ -94,9 +94,11 @@ class Source:
         """The COCO id of the unit's image when the source knows it without a COCO path (else None)."""
         return None
 
-    def read_unit_image(self, unit: Unit, options: "BuildOptions") -> ImageData:
+    def read_unit_image(self, unit: Unit, options: BuildOptions) -> ImageData:
         """The unit's image, read and checked (the first candidate that exists)."""
-        return read_first_image(self.data_root, self.image_candidates(unit), options.max_image_pixels, options.image_check)
+        return read_first_image(
+            self.data_root, self.image_candidates(unit), options.max_image_pixels, options.image_check
+        )
 
     def image_location(self, unit: Unit) -> ImageLocation | None:
         """Where the unit's image is, without reading it (train/eval leakage checks)."""
@@ -137,4 +139,6 @@ def load_json_file(root: Path, rel: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise Reject("malformed_annotation", f"{rel}: invalid JSON at line {exc.lineno} col {exc.colno}: {exc.msg}", rel) from exc
+        raise Reject(
+            "malformed_annotation", f"{rel}: invalid JSON at line {exc.lineno} col {exc.colno}: {exc.msg}", rel
+        ) from exc

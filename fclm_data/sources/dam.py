@@ -71,18 +71,26 @@ class DamSource(Source):
                 pickles = {key: _read_member(tar, group.get("pickle")) for key, group in members.items()}
         except (tarfile.TarError, OSError) as exc:
             result.rejects.append(
-                self.reject(tar_rel, Reject("malformed_annotation", f"unreadable tar after {len(members)} samples: {exc}"), file=tar_rel)
+                self.reject(
+                    tar_rel,
+                    Reject("malformed_annotation", f"unreadable tar after {len(members)} samples: {exc}"),
+                    file=tar_rel,
+                )
             )
             return
         for key in sorted(members):
             self._index_member(tar_rel, key, members[key], pickles[key], result, seen)
 
-    def _index_member(self, tar_rel: str, key: str, group: dict, data: bytes | None, result: IndexResult, seen: set[str]) -> None:
+    def _index_member(
+        self, tar_rel: str, key: str, group: dict, data: bytes | None, result: IndexResult, seen: set[str]
+    ) -> None:
         record = f"{tar_rel}#{key}"
         image_ext = next((e for e in _IMAGE_EXTS if e in group), None)
         try:
             if data is None or image_ext is None:
-                raise Reject("malformed_annotation", f"sample {key} lacks a {'pickle' if data is None else 'jpg'} member")
+                raise Reject(
+                    "malformed_annotation", f"sample {key} lacks a {'pickle' if data is None else 'jpg'} member"
+                )
             regions = _regions_of(safe_loads(data, f"{record}.pickle"))
         except Reject as exc:
             result.rejects.append(self.reject(record, exc, file=tar_rel))
@@ -126,7 +134,9 @@ class DamSource(Source):
         record = f"{p['tar']}#{p['key']}"
         region = _regions_of(safe_loads(read_range(tar_path, *p["pickle"]), f"{record}.pickle"))[p["region"]]
         member, offset, size = p["image"]
-        image = check_image_bytes(read_range(tar_path, offset, size), f"{p['tar']}#{member}", options.max_image_pixels, options.image_check)
+        image = check_image_bytes(
+            read_range(tar_path, offset, size), f"{p['tar']}#{member}", options.max_image_pixels, options.image_check
+        )
         rle = segmentation_to_rle(region["mask_rle"], image.height, image.width)
         rle, box = nonempty_region_mask(rle, f"{record} region {p['region']}")
         caption = region["caption"].strip()
@@ -150,7 +160,10 @@ class DamSource(Source):
             region_inputs=[0],
             seg_targets=[],
             pair=View(
-                conversations=[Turn("user", with_image(dlres_query(dlres_template, caption))), Turn("assistant", answer)],
+                conversations=[
+                    Turn("user", with_image(dlres_query(dlres_template, caption))),
+                    Turn("assistant", answer),
+                ],
                 region_inputs=[],
                 seg_targets=[0],
             ),

@@ -234,7 +234,9 @@ class GcgSource(Source):
     def _display_caption(self, caption: str) -> str:
         return caption
 
-    def _regions(self, phrases: list[dict], caption: str, image: ImageData) -> tuple[list[Region], list[dict], list[Drop]]:
+    def _regions(
+        self, phrases: list[dict], caption: str, image: ImageData
+    ) -> tuple[list[Region], list[dict], list[Drop]]:
         """One region per phrase (the union of its masks); a phrase whose masks fail is dropped."""
         regions, kept, dropped = [], [], []
         for ph in phrases:

@@ -99,7 +99,9 @@ class GranDfGcgEvalSource(GcgSource):
             if span is None:
                 exc = Reject("bad_text", f"label {text!r} is not in the caption; kept as an untagged GT region")
                 drops.append(drop_row(f"{label} phrase {text!r}", exc))
-            phrases.append({"ann": str(ann.get("id")), "span": span, "text": text.strip(), "segs": [ann["segmentation"]]})
+            phrases.append(
+                {"ann": str(ann.get("id")), "span": span, "text": text.strip(), "segs": [ann["segmentation"]]}
+            )
         # tagged phrases first, in caption order; untagged GT regions after them, in GT order
         phrases.sort(key=lambda p: (p["span"] is None, p["span"][0] if p["span"] else 0))
         file_name = safe_relpath(image.get("file_name") or f"{image['id']}.jpg")

@@ -38,7 +38,14 @@ from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
 from fclm_data.sources.base import IndexResult, Unit
 from fclm_data.sources.gcg import (
-    TABLE7_GCG, GcgSource, check_caption, drop_row, key_safe, resolve_overlaps, size_of, unique_uid,
+    TABLE7_GCG,
+    GcgSource,
+    check_caption,
+    drop_row,
+    key_safe,
+    resolve_overlaps,
+    size_of,
+    unique_uid,
 )  # fmt: skip
 
 

@@ -19,16 +19,25 @@ them one by one and sums). The answer keeps the caption's case unless ``lowercas
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
 from fclm_data.sources.base import IndexResult, Unit
 from fclm_data.sources.gcg import (
-    TABLE7_GCG, GcgSource, check_caption, coco_id, drop_row, find_phrase, key_safe, segmentation_list, unique_uid,
+    TABLE7_GCG,
+    GcgSource,
+    check_caption,
+    coco_id,
+    drop_row,
+    find_phrase,
+    key_safe,
+    segmentation_list,
+    unique_uid,
 )  # fmt: skip
 
 

@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size, read_image, read_range, safe_relpath
@@ -94,7 +95,9 @@ class MuseSource(Source):
             return IndexResult([], [self.reject(self.annotations, exc, file=self.annotations)], result.missing)
         return result
 
-    def _index_record(self, position: int, offset: int, length: int, record: Any, seen: dict, result: IndexResult) -> None:
+    def _index_record(
+        self, position: int, offset: int, length: int, record: Any, seen: dict, result: IndexResult
+    ) -> None:
         name = f"record #{position}"
         try:
             image = _image_of(record, self)
@@ -110,7 +113,9 @@ class MuseSource(Source):
             try:
                 _qa_of(record, n)
             except Reject as exc:
-                result.rejects.append(self.reject(f"{name} (image {image_id}) question {n}", exc, file=self.annotations))
+                result.rejects.append(
+                    self.reject(f"{name} (image {image_id}) question {n}", exc, file=self.annotations)
+                )
                 continue
             payload = {"offset": offset, "length": length, "record": position, "qa": n}
             result.units.append(Unit(f"{stem}-q{n}", payload, image_id))
@@ -215,7 +220,8 @@ def _questions_of(record: dict) -> list:
     questions, answers = record.get("questions"), record.get("answers")
     if not isinstance(questions, list) or not isinstance(answers, list) or not questions:
         raise Reject(
-            "malformed_annotation", "record has no 'questions'/'answers' lists (category-question records are not supported)"
+            "malformed_annotation",
+            "record has no 'questions'/'answers' lists (category-question records are not supported)",
         )
     return questions
 
@@ -283,7 +289,9 @@ def _record_spans(path, rel: str) -> Iterator[tuple[int, int, Any]]:
     try:
         text = raw[base:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Reject("malformed_annotation", f"{rel}: not UTF-8 text ({exc.reason} at byte {exc.start + base})", rel) from exc
+        raise Reject(
+            "malformed_annotation", f"{rel}: not UTF-8 text ({exc.reason} at byte {exc.start + base})", rel
+        ) from exc
     del raw
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)

@@ -51,8 +51,9 @@ _DESCRIPTION = re.compile(r"^<region(\d+)>\s*:\s*(.+)$", re.DOTALL)
 _COCO_ID = re.compile(r"(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 
 
-def coco_image_candidates(file_name: str, coco_root: str, train2014_dir: str,
-                          coco2017_dirs: tuple[str, ...]) -> list[str]:
+def coco_image_candidates(
+    file_name: str, coco_root: str, train2014_dir: str, coco2017_dirs: tuple[str, ...]
+) -> list[str]:
     """Where a COCO image named by a release may be, in the order tried (see the module docstring)."""
     name = safe_relpath(file_name)
     if "/" in name:
@@ -99,7 +100,9 @@ class _OspreySource(Source):
             return IndexResult([], [self.reject(self.ann_file, exc)], missing)
         result = IndexResult([], [], missing)
         for pos, record in enumerate(records):
-            name = f"record #{pos}" + (f" (id {record.get('id')})" if isinstance(record, dict) and "id" in record else "")
+            name = f"record #{pos}" + (
+                f" (id {record.get('id')})" if isinstance(record, dict) and "id" in record else ""
+            )
             try:
                 meta = _record_meta(record)
                 payload = self._payload(record, meta, name, result)
@@ -115,10 +118,14 @@ class _OspreySource(Source):
 
     # ---- build helpers ---------------------------------------------------------------------
     def image_candidates(self, unit: Unit) -> list[str]:
-        return coco_image_candidates(unit.payload["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs))
+        return coco_image_candidates(
+            unit.payload["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs)
+        )
 
     def _image(self, p: dict, options: BuildOptions) -> ImageData:
-        candidates = coco_image_candidates(p["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs))
+        candidates = coco_image_candidates(
+            p["file_name"], self.coco_root, self.train2014_dir, tuple(self.coco2017_dirs)
+        )
         image = read_first_image(self.data_root, candidates, options.max_image_pixels, options.image_check)
         expect_size(image, p["width"], p["height"], f"{self.ann_file} {p['record']}")
         return image
@@ -129,8 +136,17 @@ class _OspreySource(Source):
         return Region(mask=rle, bbox=box)
 
     def _sample(
-        self, p: dict, key: str, repeat: int, image: ImageData, order: list[int], regions: list[Region],
-        turns: list[Turn], region_inputs: list[int], templates: list[str], options: BuildOptions,
+        self,
+        p: dict,
+        key: str,
+        repeat: int,
+        image: ImageData,
+        order: list[int],
+        regions: list[Region],
+        turns: list[Turn],
+        region_inputs: list[int],
+        templates: list[str],
+        options: BuildOptions,
     ) -> Sample:
         """``order``: the 0-based annotation index of each of ``regions``."""
         turns[0] = Turn("user", with_image(turns[0].content))
@@ -230,7 +246,9 @@ class OspreyConversationSource(_OspreySource):
                 raise Reject(exc.code, detail, self.ann_file) from exc
         if self.answer_suffix:
             turns = [_with_suffix(t, self.answer_suffix) for t in turns]
-        return Built(self._sample(p, key, repeat, image, order, regions, turns, region_inputs, templates, options), image)
+        return Built(
+            self._sample(p, key, repeat, image, order, regions, turns, region_inputs, templates, options), image
+        )
 
 
 def _with_suffix(turn: Turn, suffix: str) -> Turn:

@@ -35,13 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import ImageData, expect_size, safe_relpath
+from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
-from fclm_data.images import read_first_image
 from fclm_data.sources.osprey import coco_image_candidates, coco_image_id
 from fclm_data.sources.visual_genome import id_order, key_safe
 from fclm_data.templates import ROC_QUESTIONS, pick, with_image
@@ -51,7 +50,7 @@ LABEL_STYLES = ("natural", "osprey")
 
 
 def natural_label(name: str) -> str:
-    """"car_(automobile)" -> "car"; "bottle:cap" -> "cap of the bottle"; "trash_can" -> "trash can"."""
+    """ "car_(automobile)" -> "car"; "bottle:cap" -> "cap of the bottle"; "trash_can" -> "trash can"."""
     parts = [" ".join(_QUALIFIER.sub("", p).replace("_", " ").split()) for p in name.split(":")]
     return f"{parts[1]} of the {parts[0]}" if len(parts) == 2 else " ".join(parts)
 
@@ -92,7 +91,9 @@ class _RocSource(Source):
 
     def _build(self, p: dict, key: str, repeat: int, options: BuildOptions, source_file: str) -> Built:
         """Read the image, convert up to ``max_regions`` of ``p["anns"]`` and ask for each label."""
-        image = read_first_image(self.data_root, self.image_candidates(Unit("", p)), options.max_image_pixels, options.image_check)
+        image = read_first_image(
+            self.data_root, self.image_candidates(Unit("", p)), options.max_image_pixels, options.image_check
+        )
         expect_size(image, p["width"], p["height"], f"{source_file} {p['record']}")
         anns = p["anns"]
         chosen, dropped = [], []
@@ -118,7 +119,9 @@ class _RocSource(Source):
             key=key,
             source=self.name,
             task=self.task,
-            provenance=Provenance(self.split, p["image_id"], [str(anns[i]["ann_id"]) for i, _ in chosen], source_file, repeat),
+            provenance=Provenance(
+                self.split, p["image_id"], [str(anns[i]["ann_id"]) for i, _ in chosen], source_file, repeat
+            ),
             image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
             regions=[region for _, region in chosen],
             conversations=turns,

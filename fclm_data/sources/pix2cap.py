@@ -159,7 +159,9 @@ class Pix2CapSource(Source):
             regions.append(Region(mask=rle, bbox=box, label=label, caption=text.strip()))
             used.append(sid)
         if not regions:
-            raise Reject("empty_mask", f"no segment of image {p['image_id']} has pixels in {p['png']}", self._path(self.ann_file))
+            raise Reject(
+                "empty_mask", f"no segment of image {p['image_id']} has pixels in {p['png']}", self._path(self.ann_file)
+            )
         keep = self._choose(used, options.seed, key)
         regions, used = [regions[i] for i in keep], [used[i] for i in keep]
         turns, templates = [], []
@@ -201,7 +203,9 @@ class Pix2CapSource(Source):
         except Exception as exc:  # PIL raises several types for a broken PNG
             raise Reject("malformed_annotation", f"{rel}: not a readable PNG ({exc})", rel) from exc
         if rgb.shape[:2] != (height, width):
-            raise Reject("mask_size_mismatch", f"{rel} is {rgb.shape[1]}x{rgb.shape[0]}, the image {width}x{height}", rel)
+            raise Reject(
+                "mask_size_mismatch", f"{rel} is {rgb.shape[1]}x{rgb.shape[0]}, the image {width}x{height}", rel
+            )
         return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
     def _choose(self, ids: list[int], seed: int, key: str) -> list[int]:

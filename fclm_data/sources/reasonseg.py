@@ -103,7 +103,9 @@ class ReasonSegSource(Source):
                 payload["explanation"] = explanations.get(f"{stem}.jpg")
                 self._add_units(stem, payload, uids, result)
             except Reject as exc:
-                result.rejects.append(self.reject(f"{self.split}/{stem}", exc, file=exc.file or f"{self.split_dir}/{stem}.json"))
+                result.rejects.append(
+                    self.reject(f"{self.split}/{stem}", exc, file=exc.file or f"{self.split_dir}/{stem}.json")
+                )
         return result
 
     def _read_image_json(self, stem: str, files: set[str]) -> dict:
@@ -149,7 +151,9 @@ class ReasonSegSource(Source):
         try:
             items = load_json_file(self.data_root, self.explanatory_file)
             if not isinstance(items, list):
-                raise Reject("malformed_annotation", f"{self.explanatory_file} holds a {type(items).__name__}, not a list")
+                raise Reject(
+                    "malformed_annotation", f"{self.explanatory_file} holds a {type(items).__name__}, not a list"
+                )
         except Reject as exc:
             result.rejects.append(self.reject(self.explanatory_file, exc, file=self.explanatory_file))
             return {}
@@ -254,9 +258,13 @@ def _shapes_of(shapes: Any, rel: str) -> list[list]:
         if kind == "flag":
             continue
         if kind not in ("target", "ignore"):
-            raise Reject("malformed_annotation", f"{rel} shape {i} has label {label!r} (expected target/ignore/flag)", rel)
+            raise Reject(
+                "malformed_annotation", f"{rel} shape {i} has label {label!r} (expected target/ignore/flag)", rel
+            )
         if shape.get("shape_type", "polygon") != "polygon":
-            raise Reject("malformed_annotation", f"{rel} shape {i} is a {shape.get('shape_type')!r}, not a polygon", rel)
+            raise Reject(
+                "malformed_annotation", f"{rel} shape {i} is a {shape.get('shape_type')!r}, not a polygon", rel
+            )
         points = shape.get("points")
         if not isinstance(points, list) or not all(isinstance(pt, (list, tuple)) and len(pt) == 2 for pt in points):
             raise Reject("bad_polygon", f"{rel} shape {i} points are not [[x, y], ...]", rel)
@@ -292,4 +300,6 @@ def _lisa_ignore(shapes: list[list], height: int, width: int) -> dict | None:
 
 
 _TABLE7 = "Stage 1 Grounding: ReasonSeg 40,000"
-register_source("reasonseg", ReasonSegSource, "ReasonSeg (LISA) reasoning segmentation, one merged mask per image", _TABLE7)
+register_source(
+    "reasonseg", ReasonSegSource, "ReasonSeg (LISA) reasoning segmentation, one merged mask per image", _TABLE7
+)

@@ -91,7 +91,9 @@ class RefCocoSource(Source):
             image = images[image_id]
             refs = sorted(per_image[image_id], key=lambda r: r["ref_id"])
             if self.split == "train":
-                units.append(Unit(f"{self.split}-{image_id}", {"image": image, "refs": refs}, str(image_id), self.refs_file))
+                units.append(
+                    Unit(f"{self.split}-{image_id}", {"image": image, "refs": refs}, str(image_id), self.refs_file)
+                )
                 continue
             for ref in refs:
                 for sent_id, sent in ref["sentences"]:
@@ -219,11 +221,11 @@ def _check_ref(ref: Any, anns: dict, images: dict, seen: set) -> dict:
     if ann is None:
         raise Reject("malformed_annotation", f"ann_id {ref['ann_id']} is not in instances.json")
     if ref["image_id"] not in images or ann.get("image_id") != ref["image_id"]:
-        raise Reject("malformed_annotation", f"image_id {ref['image_id']} missing or not the image of ann {ref['ann_id']}")
+        raise Reject(
+            "malformed_annotation", f"image_id {ref['image_id']} missing or not the image of ann {ref['ann_id']}"
+        )
     sentences = [
-        (s.get("sent_id"), s.get("sent", s.get("raw", "")).strip())
-        for s in ref["sentences"]
-        if isinstance(s, dict)
+        (s.get("sent_id"), s.get("sent", s.get("raw", "")).strip()) for s in ref["sentences"] if isinstance(s, dict)
     ]
     sentences = [(sid, text) for sid, text in sentences if text]
     if not sentences:

@@ -178,7 +178,9 @@ class VgGritSource(_VgSource):
 
     def _region(self, entry: dict, image: ImageData) -> Region:
         box = entry["box"]
-        return Region(mask=box_to_rle(box, image.height, image.width), bbox=box, caption=entry["caption"], box_only=True)
+        return Region(
+            mask=box_to_rle(box, image.height, image.width), bbox=box, caption=entry["caption"], box_only=True
+        )
 
 
 def _coco_file(data: Any, rel: str) -> tuple[dict[Any, dict], list]:

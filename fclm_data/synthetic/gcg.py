@@ -42,7 +42,7 @@ class Caption:
         self.text = ""
         self.spans: list[tuple[str, list[int]]] = []
 
-    def add(self, text: str, tag: str | None = None) -> "Caption":
+    def add(self, text: str, tag: str | None = None) -> Caption:
         if tag is not None:
             self.spans.append((tag, [len(self.text), len(self.text) + len(text)]))
         self.text += text
@@ -219,7 +219,9 @@ def write_flickr(ctx: SynthContext) -> None:
     short = train.entry(s2, photos[2], Caption().add("Two ").add("shapes", "s"))  # < 3 words
     train.ann(short, s2, s2.objects[0], [[4, 10]])
     small = train.entry(tiny, photos[-1], Caption().add("A tiny picture ").add("of nothing", "n"))
-    square = SceneObject("square", "red", "plain", "small", [2, 2, 20, 2, 20, 20, 2, 20], [2, 2, 18, 18], "middle centre")
+    square = SceneObject(
+        "square", "red", "plain", "small", [2, 2, 20, 2, 20, 20, 2, 20], [2, 2, 18, 18], "middle centre"
+    )
     train.ann(small, tiny, square, [[15, 25]])
     flagged = train.described(s2, photos[2])
     next(a for a in train.annotations if a["image_id"] == flagged)["ignore"] = True

@@ -70,7 +70,10 @@ def _questions(scene: Scene, rng: np.random.Generator, many: bool) -> list[tuple
     if many:
         return [("Which objects would you have to move to leave only the background in this picture?", everything)]
     return [
-        (f"I am collecting everything that is {first.colour}. Which objects in this picture should I take?", colour_group),
+        (
+            f"I am collecting everything that is {first.colour}. Which objects in this picture should I take?",
+            colour_group,
+        ),
         (f"Which things here have the outline of a {first.shape}?", shape_group),
         ("If I wanted to count every object in the scene, what would I point at?", everything),
     ][: int(rng.integers(1, 4))]

@@ -67,12 +67,20 @@ def annotation(scene: Scene, serial: int) -> list[dict]:
     for k, obj in enumerate(scene.objects):
         form = SEGMENTATION_FORMS[(serial + k) % 3]
         mask = polygon_mask(obj.polygon, scene.height, scene.width)
-        regions.append({"segmentation": encode_segmentation(mask, form, obj.polygon), "bbox": obj.box, "area": int(mask.sum())})
+        regions.append(
+            {"segmentation": encode_segmentation(mask, form, obj.polygon), "bbox": obj.box, "area": int(mask.sum())}
+        )
     return regions
 
 
 def _record(image_id: int, scene: Scene, file_name: str, serial: int) -> dict:
-    return {"id": image_id, "file_name": file_name, "height": scene.height, "width": scene.width, "annotation": annotation(scene, serial)}
+    return {
+        "id": image_id,
+        "file_name": file_name,
+        "height": scene.height,
+        "width": scene.width,
+        "annotation": annotation(scene, serial),
+    }
 
 
 def _turns(*pairs: tuple[str, str]) -> list[dict]:
@@ -106,7 +114,10 @@ def conversation_records(ctx: SynthContext) -> list[dict]:
             record["conversations"] = _turns((f"<image>\nWhat colour is {tag} in the picture?", f"It is {a.colour}."))
         elif serial == len(variants):  # a region named twice and assistant turns naming regions
             record["conversations"] = _turns(
-                ("<image>\nCompare <region2> with <region1>. Is <region2> bigger?", f"<region2> is {b.size} and <region1> is {a.size}."),
+                (
+                    "<image>\nCompare <region2> with <region1>. Is <region2> bigger?",
+                    f"<region2> is {b.size} and <region1> is {a.size}.",
+                ),
                 ("Where is <region1>?", f"<region1> is in the {a.position} part of the image."),
             )
         elif serial == len(variants) + 1:  # an unanswered last question
@@ -155,7 +166,9 @@ def posneg_records(ctx: SynthContext) -> list[dict]:
         obj = scene.objects[0]
         wrong = "square" if obj.shape != "square" else "circle"
         record = _record(image_id, scene, f"{image_id:012d}.jpg", serial)
-        record["conversations"] = _turns((f"<image>\nIs <region1> a {obj.shape}?", "Yes"), (f"Is <region1> a {wrong}?", "No"))
+        record["conversations"] = _turns(
+            (f"<image>\nIs <region1> a {obj.shape}?", "Yes"), (f"Is <region1> a {wrong}?", "No")
+        )
         records.append(record)
     return records
 

@@ -54,7 +54,11 @@ def _png(ids: np.ndarray) -> bytes:
 
 def _segment(sid: int, category_id: int, region: np.ndarray, description: str) -> dict:
     ys, xs = np.nonzero(region)
-    box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] if xs.size else [0, 0, 0, 0]
+    box = (
+        [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        if xs.size
+        else [0, 0, 0, 0]
+    )
     area = int(region.sum())
     return {"id": sid, "category_id": category_id, "iscrowd": 0, "bbox": box, "area": area, "description": description}
 
@@ -68,7 +72,9 @@ def _image(ctx: SynthContext, image_id: int, rng: np.random.Generator) -> tuple[
         ids[_raster(obj.polygon, scene)] = sids[k]
     ids[scene.height - 12 :, :10] = 0  # void: unlabeled pixels
     ids[:6, scene.width - 14 :] = sids[n + 1]  # void: an id segments_info does not list
-    segments = [_segment(sids[k], CATEGORY_IDS[o.shape], ids == sids[k], o.caption()) for k, o in enumerate(scene.objects)]
+    segments = [
+        _segment(sids[k], CATEGORY_IDS[o.shape], ids == sids[k], o.caption()) for k, o in enumerate(scene.objects)
+    ]
     background = "The smooth, softly shaded background that fills the rest of the picture around the shapes."
     segments.append(_segment(sids[n], BACKGROUND["id"], ids == sids[n], background))
     if image_id == SHORT_DESCRIPTION_IMAGE:
@@ -86,7 +92,9 @@ def _image(ctx: SynthContext, image_id: int, rng: np.random.Generator) -> tuple[
 
 def write(ctx: SynthContext) -> None:
     rng = ctx.rng("pix2cap")
-    categories = [{"id": i, "name": s, "supercategory": "shape", "isthing": 1} for s, i in CATEGORY_IDS.items()] + [BACKGROUND]
+    categories = [{"id": i, "name": s, "supercategory": "shape", "isthing": 1} for s, i in CATEGORY_IDS.items()] + [
+        BACKGROUND
+    ]
     for split, (first_id, count) in SPLITS.items():
         images, annotations = [], []
         for image_id in range(first_id, first_id + 2 * ctx.count(count), 2):

@@ -34,7 +34,14 @@ def _box_polygon(x0: float, y0: float, x1: float, y1: float) -> list[list[float]
 
 
 def _shape(label: str, points: list[list[float]], image_name: str) -> dict:
-    return {"label": label, "points": points, "group_id": None, "shape_type": "polygon", "flags": {}, "image_name": image_name}
+    return {
+        "label": label,
+        "points": points,
+        "group_id": None,
+        "shape_type": "polygon",
+        "flags": {},
+        "image_name": image_name,
+    }
 
 
 def _instructions(target: SceneObject, is_sentence: bool, n: int, cp1252: bool) -> list[str]:
@@ -100,7 +107,9 @@ def write(ctx: SynthContext) -> None:
             data = _annotation(scene, split, number, rng)
             ctx.write_bytes(f"{ROOT}/{split}/image_{number}.jpg", scene.jpeg_bytes())
             encoding = "cp1252" if (split, number) == CP1252_IMAGE else "utf-8"
-            ctx.write_bytes(f"{ROOT}/{split}/image_{number}.json", json.dumps(data, ensure_ascii=False).encode(encoding))
+            ctx.write_bytes(
+                f"{ROOT}/{split}/image_{number}.json", json.dumps(data, ensure_ascii=False).encode(encoding)
+            )
             if split == "train" and (split, number) != UNEXPLAINED_IMAGE:
                 explanation = _explanation(scene.objects[0])
                 explanations.append({"image": f"image_{number}.jpg", "query": data["text"][0], "outputs": explanation})

@@ -32,7 +32,12 @@ def write_refer_dataset(ctx: SynthContext, dataset: str) -> None:
         for _ in range(ctx.count(n)):
             scene = ctx.coco_image(image_id)
             images.append(
-                {"id": image_id, "file_name": f"COCO_train2014_{image_id:012d}.jpg", "height": scene.height, "width": scene.width}
+                {
+                    "id": image_id,
+                    "file_name": f"COCO_train2014_{image_id:012d}.jpg",
+                    "height": scene.height,
+                    "width": scene.width,
+                }
             )
             for k, obj in enumerate(scene.objects):
                 ann_id = image_id * 100 + k
@@ -52,7 +57,9 @@ def write_refer_dataset(ctx: SynthContext, dataset: str) -> None:
                 sentences = []
                 for variant in range(int(rng.integers(1, 4))):
                     raw = _variant(obj.expression(), variant, obj)
-                    sentences.append({"tokens": raw.lower().split(), "raw": raw, "sent_id": sent_id, "sent": raw.lower()})
+                    sentences.append(
+                        {"tokens": raw.lower().split(), "raw": raw, "sent_id": sent_id, "sent": raw.lower()}
+                    )
                     sent_id += 1
                 refs.append(
                     {

@@ -60,14 +60,34 @@ def grit_vg(scenes: list[tuple[int, Scene]]) -> dict:
         images.append(_image_entry(vg_id, scene))
         for k, obj in enumerate(scene.objects):
             x, y, w, h = obj.box
-            anns.append({"id": vg_id * 100 + k, "image_id": vg_id, "bbox": [x, y, w, h], "area": round(w * h, 2), "caption": obj.expression()})
+            anns.append(
+                {
+                    "id": vg_id * 100 + k,
+                    "image_id": vg_id,
+                    "bbox": [x, y, w, h],
+                    "area": round(w * h, 2),
+                    "caption": obj.expression(),
+                }
+            )
     vg_id, scene = scenes[0]
     base = vg_id * 100 + 50
     anns += [
         {"id": base, "image_id": vg_id, "bbox": [10.0, 10.0, 0.0, 8.0], "area": 0.0, "caption": "nothing at all"},
         {"id": base + 1, "image_id": vg_id, "bbox": [10.0, 10.0, 0.5, 8.0], "area": 4.0, "caption": "a thin line"},
-        {"id": base + 2, "image_id": vg_id, "bbox": [scene.width - 30.0, -12.0, 60.0, 40.0], "area": 2400.0, "caption": "the top right corner"},
-        {"id": base + 3, "image_id": vg_id, "bbox": [scene.width + 5.0, 5.0, 20.0, 20.0], "area": 400.0, "caption": "beyond the edge"},
+        {
+            "id": base + 2,
+            "image_id": vg_id,
+            "bbox": [scene.width - 30.0, -12.0, 60.0, 40.0],
+            "area": 2400.0,
+            "caption": "the top right corner",
+        },
+        {
+            "id": base + 3,
+            "image_id": vg_id,
+            "bbox": [scene.width + 5.0, 5.0, 20.0, 20.0],
+            "area": 400.0,
+            "caption": "beyond the edge",
+        },
     ]
     return {"images": images, "annotations": anns}
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from fclm_data.synthetic import generate_data_root
-from helpers import build, read_rejects, read_samples
 
 
 class _Exploit:
@@ -46,13 +46,27 @@ def _corrupt_refcoco(root: Path) -> dict[str, str]:
         return root / "coco/train2014" / images[image_id]["file_name"]
 
     damage = iter(train_ids)
-    i = next(damage); image_file(i).unlink(); expected[f"refcoco-train-{i}"] = "missing_image"  # noqa: E702
-    i = next(damage); image_file(i).write_bytes(image_file(i).read_bytes()[:-300]); expected[f"refcoco-train-{i}"] = "bad_image"  # noqa: E702,E501
-    i = next(damage); image_file(i).write_bytes(b"<html>not found</html>"); expected[f"refcoco-train-{i}"] = "bad_image"  # noqa: E702
-    i = next(damage); image_file(i).write_bytes(_bomb_png()); expected[f"refcoco-train-{i}"] = "decompression_bomb"  # noqa: E702
-    i = next(damage); images[i]["file_name"] = "../../../etc/passwd"; expected[f"refcoco-train-{i}"] = "unsafe_path"  # noqa: E702
-    i = next(damage); images[i]["file_name"] = "/etc/passwd"; expected[f"refcoco-train-{i}"] = "unsafe_path"  # noqa: E702
-    i = next(damage); images[i]["height"] += 7; expected[f"refcoco-train-{i}"] = "image_size_mismatch"  # noqa: E702
+    i = next(damage)
+    image_file(i).unlink()
+    expected[f"refcoco-train-{i}"] = "missing_image"  # noqa: E702
+    i = next(damage)
+    image_file(i).write_bytes(image_file(i).read_bytes()[:-300])
+    expected[f"refcoco-train-{i}"] = "bad_image"  # noqa: E702,E501
+    i = next(damage)
+    image_file(i).write_bytes(b"<html>not found</html>")
+    expected[f"refcoco-train-{i}"] = "bad_image"  # noqa: E702
+    i = next(damage)
+    image_file(i).write_bytes(_bomb_png())
+    expected[f"refcoco-train-{i}"] = "decompression_bomb"  # noqa: E702
+    i = next(damage)
+    images[i]["file_name"] = "../../../etc/passwd"
+    expected[f"refcoco-train-{i}"] = "unsafe_path"  # noqa: E702
+    i = next(damage)
+    images[i]["file_name"] = "/etc/passwd"
+    expected[f"refcoco-train-{i}"] = "unsafe_path"  # noqa: E702
+    i = next(damage)
+    images[i]["height"] += 7
+    expected[f"refcoco-train-{i}"] = "image_size_mismatch"  # noqa: E702
     i = next(damage)
     for ann in instances["annotations"]:  # every object of this image: a polygon of < 3 points
         if ann["image_id"] == i:

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import build, read_samples
 
 from fclm_data.build.plan import select
 from fclm_data.build.run import BuildError
 from fclm_data.recipes import Recipe, RecipeEntry, RecipeError, load_recipe, parse_recipe
 from fclm_data.sources import Unit
-from helpers import build, read_samples
 
 OUTPUTS = ("manifest.json", "rejects.jsonl", "manifest.parquet", "shardindex.json", "README.md")
 
@@ -25,7 +25,12 @@ def _same_files(a: Path, b: Path) -> None:
 
 
 def _mixed_recipe(shard_size: int = 7) -> Recipe:
-    return Recipe("mixed", [RecipeEntry("refcoco"), RecipeEntry("dam_sam"), RecipeEntry("dam_mapillary")], seed=3, shard_size=shard_size)
+    return Recipe(
+        "mixed",
+        [RecipeEntry("refcoco"), RecipeEntry("dam_sam"), RecipeEntry("dam_mapillary")],
+        seed=3,
+        shard_size=shard_size,
+    )
 
 
 def test_rebuild_is_byte_identical(data_root: Path, tmp_path: Path) -> None:
@@ -128,7 +133,17 @@ def test_manifest_files(stage2_build: Path) -> None:
 
     table = pq.read_table(stage2_build / "manifest.parquet")
     assert table.num_rows == manifest["totals"]["written"]
-    assert set(table.column_names) >= {"key", "shard", "offset", "size", "source", "task", "image_id", "num_regions", "templates"}
+    assert set(table.column_names) >= {
+        "key",
+        "shard",
+        "offset",
+        "size",
+        "source",
+        "task",
+        "image_id",
+        "num_regions",
+        "templates",
+    }
 
 
 def test_shard_size_shrinks_to_feed_every_rank_and_worker() -> None:

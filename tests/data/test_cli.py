@@ -15,7 +15,9 @@ runner = CliRunner()
 
 def test_build_inspect_render(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = runner.invoke(app, ["build", "--recipe", "stage2", "--data-root", str(data_root), "--out", str(out), "--json"])
+    result = runner.invoke(
+        app, ["build", "--recipe", "stage2", "--data-root", str(data_root), "--out", str(out), "--json"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["totals"]["written"] == 49 and (out / "shard-000000.tar").exists()
@@ -54,7 +56,9 @@ def test_inspect_reports_a_damaged_shard(data_root: Path, tmp_path: Path) -> Non
 
 
 def test_dry_run_prints_the_plan(data_root: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["build", "-r", "stage2", "-d", str(data_root), "-o", str(tmp_path / "x"), "--dry-run", "--json"])
+    result = runner.invoke(
+        app, ["build", "-r", "stage2", "-d", str(data_root), "-o", str(tmp_path / "x"), "--dry-run", "--json"]
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     sam = next(s for s in plan["sources"] if s["source"] == "dam_sam")
@@ -79,7 +83,15 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 def test_sources_and_recipes_listing() -> None:
     result = runner.invoke(app, ["sources", "--json"])
     names = {s["name"] for s in json.loads(result.stdout)}
-    assert {"refcoco", "refcoco_plus", "refcocog", "dam_cocostuff", "dam_mapillary", "dam_openimages", "dam_sam"} <= names
+    assert {
+        "refcoco",
+        "refcoco_plus",
+        "refcocog",
+        "dam_cocostuff",
+        "dam_mapillary",
+        "dam_openimages",
+        "dam_sam",
+    } <= names
     result = runner.invoke(app, ["recipes", "--json"])
     assert "stage2" in {r["name"] for r in json.loads(result.stdout)}
 

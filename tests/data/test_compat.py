@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
+from helpers import build, read_samples
 
 from fclm_data.recipes import Recipe, RecipeEntry
 from fclm_data.schema import SAMPLE_KEYS, hf_features
-from helpers import build, read_samples
 
 
 def test_webdataset_reads_every_sample(stage2_build: Path) -> None:
@@ -24,8 +24,6 @@ def test_webdataset_reads_every_sample(stage2_build: Path) -> None:
     for key, (decoded, image) in seen.items():
         assert decoded == expected[key][0] and image == expected[key][1]
         assert list(decoded) == list(SAMPLE_KEYS)
-
-
 
 
 @pytest.fixture(scope="module")

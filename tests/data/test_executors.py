@@ -11,16 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import build
 
 from fclm_data.recipes import Recipe, RecipeEntry
 from fclm_data.synthetic import generate_data_root
-from helpers import build
 
 LEDGER = ("manifest.json", "rejects.jsonl", "manifest.parquet", "shardindex.json", "README.md")
 
 
 def _recipe() -> Recipe:
-    return Recipe("exec", [RecipeEntry("refcoco"), RecipeEntry("refcocog"), RecipeEntry("dam_sam")], seed=11, shard_size=5)
+    return Recipe(
+        "exec", [RecipeEntry("refcoco"), RecipeEntry("refcocog"), RecipeEntry("dam_sam")], seed=11, shard_size=5
+    )
 
 
 def _assert_identical(a: Path, b: Path) -> None:
@@ -72,7 +74,9 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path: Path) -> None
     subprocess.run(_cli(root, reference), check=True, capture_output=True)
     total = len(list(reference.glob("shard-*.tar")))
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(root, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _cli(root, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while len(list((out / ".parts").glob("*.json")) if (out / ".parts").exists() else []) < 3:
         assert time.monotonic() < deadline and proc.poll() is None, "build ended before it could be killed"

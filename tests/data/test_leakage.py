@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import build, read_rejects
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
@@ -16,7 +17,6 @@ from fclm_data.cli import app
 from fclm_data.leakage import find_leaks
 from fclm_data.recipes import Recipe, RecipeEntry, load_recipe
 from fclm_data.synthetic import generate_data_root
-from helpers import build, read_rejects
 
 
 def _add_dam_sample(root: Path, subset: str, key: str, image: bytes, img_id: int, size: tuple[int, int]) -> None:

@@ -8,7 +8,15 @@ from pycocotools import mask as mask_utils
 
 from fclm_data.errors import Reject
 from fclm_data.masks import (
-    box_to_rle, check_box, decode_rle, encode_mask, merge_rles, parse_rle_counts, polygons_to_rle, rle_area, rle_bbox,
+    box_to_rle,
+    check_box,
+    decode_rle,
+    encode_mask,
+    merge_rles,
+    parse_rle_counts,
+    polygons_to_rle,
+    rle_area,
+    rle_bbox,
     segmentation_to_rle,
 )  # fmt: skip
 

@@ -50,6 +50,6 @@ def test_truncated_pickle_is_malformed() -> None:
 
 def test_python2_8bit_strings_are_read() -> None:
     """refer's refs(*).p date from Python 2: str is an 8-bit SHORT_BINSTRING, decoded as UTF-8."""
-    caf = "café".encode("utf-8")
+    caf = "café".encode()
     payload = b"\x80\x02]q\x00U" + bytes([len(caf)]) + caf + b"a."  # PROTO 2, EMPTY_LIST, SHORT_BINSTRING, APPEND
     assert safe_loads(payload, "py2.p") == ["café"]

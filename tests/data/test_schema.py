@@ -9,8 +9,20 @@ import pytest
 
 from fclm_data.masks import encode_mask, rle_bbox
 from fclm_data.schema import (
-    IMAGE_KEYS, PROVENANCE_KEYS, REGION_KEYS, SAMPLE_KEYS, SCHEMA_VERSION, ImageInfo, Provenance, Region, Sample,
-    Turn, View, decode_sample, encode_sample, validate_sample,
+    IMAGE_KEYS,
+    PROVENANCE_KEYS,
+    REGION_KEYS,
+    SAMPLE_KEYS,
+    SCHEMA_VERSION,
+    ImageInfo,
+    Provenance,
+    Region,
+    Sample,
+    Turn,
+    View,
+    decode_sample,
+    encode_sample,
+    validate_sample,
 )  # fmt: skip
 
 
@@ -28,7 +40,9 @@ def make_sample() -> Sample:
         conversations=[Turn("user", "<image>\nWhat is <region>?"), Turn("assistant", "a cat")],
         region_inputs=[0],
         seg_targets=[],
-        pair=View([Turn("user", "<image>\na cat. Please output segmentation mask."), Turn("assistant", "[SEG].")], [], [0]),
+        pair=View(
+            [Turn("user", "<image>\na cat. Please output segmentation mask."), Turn("assistant", "[SEG].")], [], [0]
+        ),
         templates=["dlc_question:1"],
     )
 
@@ -82,9 +96,7 @@ def test_validator_catches(mutate, expected: str) -> None:
 
 def test_hf_features_cover_every_key() -> None:
     pytest.importorskip("datasets")
-    from fclm_data.schema import hf_features
-
-    from fclm_data.schema import hf_features_yaml
+    from fclm_data.schema import hf_features, hf_features_yaml
 
     features = hf_features()
     assert features._to_yaml_list() == hf_features_yaml()  # the static YAML is exactly what datasets writes

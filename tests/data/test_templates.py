@@ -15,15 +15,26 @@ SUPPLEMENT = sorted(Path(__file__).resolve().parents[3].glob("shared/seeds/001_*
 
 def test_table12_counts_and_spot_checks() -> None:
     assert (len(DLC_QUESTIONS), len(DLRES_QUESTIONS), len(DLRES_ANSWERS)) == (30, 2, 5)
-    assert DLC_QUESTIONS[0] == "Can you provide me with a detailed description of the region in the picture marked by <region>?"
+    assert (
+        DLC_QUESTIONS[0]
+        == "Can you provide me with a detailed description of the region in the picture marked by <region>?"
+    )
     assert DLC_QUESTIONS[29] == "Examine the region <region> closely and share its details."
-    assert DLRES_ANSWERS == ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", "[SEG].")
+    assert DLRES_ANSWERS == (
+        "It is [SEG].",
+        "Sure, [SEG].",
+        "Sure, it is [SEG].",
+        "Sure, the segmentation result is [SEG].",
+        "[SEG].",
+    )
 
 
 def test_table12_text_is_pinned() -> None:
     """Any edit to the Table 12 strings changes this digest (compare with the supplement before updating)."""
     text = "\n".join(DLC_QUESTIONS + DLRES_QUESTIONS + DLRES_ANSWERS)
-    assert hashlib.sha256(text.encode()).hexdigest() == "1c938237df94b7a01f7db85be094299176c296ddc94d522c5cfdcd7db675623c"
+    assert (
+        hashlib.sha256(text.encode()).hexdigest() == "1c938237df94b7a01f7db85be094299176c296ddc94d522c5cfdcd7db675623c"
+    )
 
 
 @pytest.mark.skipif(not SUPPLEMENT, reason="the FCLM supplement text is not beside this checkout")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_samples
 
 from fclm_data.masks import decode_rle
 from fclm_data.visual_prompts import interior_point, scribble
-from helpers import build, read_samples
 
 
 def _inside(mask: np.ndarray, point: list[float]) -> bool:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 import pickle
 import tarfile
 from pathlib import Path
 
 import numpy as np
+from helpers import read_samples
 
 from fclm_data.masks import decode_rle
 from fclm_data.templates import DLC_QUESTIONS, DLRES_ANSWERS, dlres_query, template_text, with_image
-from helpers import read_samples
 
 
 def _release_regions(root: Path, subset: str) -> dict[tuple[str, int], dict]:
@@ -27,7 +26,12 @@ def _release_regions(root: Path, subset: str) -> dict[tuple[str, int], dict]:
 
 def test_every_region_becomes_one_paired_sample(data_root: Path, stage2_build: Path) -> None:
     samples = read_samples(stage2_build)
-    for subset, source in (("COCOStuff", "dam_cocostuff"), ("Mapillary", "dam_mapillary"), ("OpenImages", "dam_openimages"), ("SAM", "dam_sam")):
+    for subset, source in (
+        ("COCOStuff", "dam_cocostuff"),
+        ("Mapillary", "dam_mapillary"),
+        ("OpenImages", "dam_openimages"),
+        ("SAM", "dam_sam"),
+    ):
         regions = _release_regions(data_root, subset)
         keys = {k for k, (s, _, _) in samples.items() if s["source"] == source}
         assert keys == {f"{source}-{stem}-{i}" for stem, i in regions}
@@ -62,7 +66,9 @@ def test_masks_and_images_are_the_releases(data_root: Path, stage2_build: Path) 
         counts = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
         from pycocotools import mask as mask_utils
 
-        assert np.array_equal(decode_rle(sample["regions"][0]["mask"]), mask_utils.decode({"size": rle["size"], "counts": counts}))
+        assert np.array_equal(
+            decode_rle(sample["regions"][0]["mask"]), mask_utils.decode({"size": rle["size"], "counts": counts})
+        )
         assert sample["regions"][0]["label"] == source_region["category"]
         with tarfile.open(data_root / sample["provenance"]["source_file"]) as tar:
             assert tar.extractfile(f"{member}.jpg").read() == image and ext == "jpg"
@@ -73,5 +79,3 @@ def test_bytes_counts_are_accepted(data_root: Path, stage2_build: Path) -> None:
     region = next(iter(_release_regions(data_root, "Mapillary").values()))
     assert isinstance(region["mask_rle"]["counts"], bytes)
     assert sum(s["source"] == "dam_mapillary" for s, _, _ in read_samples(stage2_build).values()) > 0
-
-

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import decode_rle
@@ -18,7 +19,6 @@ from fclm_data.schema import validate_sample
 from fclm_data.sources import get_source
 from fclm_data.sources.gcg import check_span, render_answer, resolve_overlaps
 from fclm_data.templates import GCG_QUESTIONS, template_text
-from helpers import build, read_rejects, read_samples
 
 ANN = "GranDf/annotations/train"
 TRAIN_SOURCES = ["grandf", "openpsg_gcg", "flickr30k_gcg", "refcocog_gcg"]
@@ -115,7 +115,7 @@ def test_grandf_masks_are_the_union_of_each_phrase_rles(data_root: Path, gcg_out
 
 
 def test_quoted_caption_offsets_apply_after_stripping(data_root: Path, gcg_out: Path) -> None:
-    (record, sample), = [(r, s) for r, s in _grandf(data_root, gcg_out) if r["caption"].startswith('"')]
+    ((record, sample),) = [(r, s) for r, s in _grandf(data_root, gcg_out) if r["caption"].startswith('"')]
     raw, stripped = record["caption"], record["caption"].strip('"').strip()
     spans = [g["token_positives"] for g in record["groundings"].values()]
     assert all(raw[s:e] != stripped[s:e] for s, e in spans)  # offsets into the raw text are off by one
@@ -124,7 +124,7 @@ def test_quoted_caption_offsets_apply_after_stripping(data_root: Path, gcg_out: 
 
 
 def test_null_groundings_are_counted_and_size_comes_from_the_image(data_root: Path, gcg_out: Path) -> None:
-    (record, sample), = [(r, s) for r, s in _grandf(data_root, gcg_out) if None in r["groundings"].values()]
+    ((record, sample),) = [(r, s) for r, s in _grandf(data_root, gcg_out) if None in r["groundings"].values()]
     assert "height" not in record and "width" not in record
     assert [sample["image"]["height"], sample["image"]["width"]] == sample["regions"][0]["mask"]["size"]
     rejects = read_rejects(gcg_out)
@@ -135,7 +135,7 @@ def test_null_groundings_are_counted_and_size_comes_from_the_image(data_root: Pa
 
 def test_overlaps_case_repairs_and_bad_masks(data_root: Path, gcg_out: Path) -> None:
     pairs = _grandf(data_root, gcg_out)
-    (record, sample), = [(r, s) for r, s in pairs if any(p.isupper() for p in r["groundings"])]
+    ((record, sample),) = [(r, s) for r, s in pairs if any(p.isupper() for p in r["groundings"])]
     upper = next(p for p in record["groundings"] if p.isupper())
     assert upper.lower() in _tagged(sample) and upper in sample["provenance"]["ann_ids"]  # case-insensitive match
     assert len(_tagged(sample)) == len(record["groundings"]) - 1  # the nested phrase is dropped
@@ -146,7 +146,7 @@ def test_overlaps_case_repairs_and_bad_masks(data_root: Path, gcg_out: Path) -> 
         ("bad_text", "phrase"): 1,  # phrase not in the caption
         ("mask_size_mismatch", "RLE"): 1,
     }
-    (record, sample), = [(r, s) for r, s in pairs if "a green hexagon" in r["groundings"]]
+    ((record, sample),) = [(r, s) for r, s in pairs if "a green hexagon" in r["groundings"]]
     first = next(iter(record["groundings"]))
     s, e = record["groundings"][first]["token_positives"]
     assert record["caption"][s:e] != first and first in _tagged(sample)  # wrong offsets repaired
@@ -219,7 +219,9 @@ def _glamm_offsets(record: dict) -> list[list[int]]:
 
 def test_refcocog_capitalised_phrase_is_grounded_where_glamm_gets_minus_one(data_root: Path, gcg_out: Path) -> None:
     records = _refcocog(data_root)
-    record_id, record = next((k, r) for k, r in records.items() if any(ref["sentence"][0].isupper() for ref in r["refs"]))
+    record_id, record = next(
+        (k, r) for k, r in records.items() if any(ref["sentence"][0].isupper() for ref in r["refs"])
+    )
     capital = next(ref["sentence"] for ref in record["refs"] if ref["sentence"][0].isupper())
     assert [-1, -1] in _glamm_offsets(record)  # the bug: the capitalised sentence is not found
     sample = _by_source(gcg_out, "refcocog_gcg")[f"refcocog_gcg-train-{record_id}"]
@@ -232,10 +234,15 @@ def test_refcocog_repeated_nested_absent_and_polygons(data_root: Path, gcg_out: 
     records, samples = _refcocog(data_root), _by_source(gcg_out, "refcocog_gcg")
     repeated_id = next(k for k, r in records.items() if len({ref["sentence"] for ref in r["refs"]}) < len(r["refs"]))
     repeated = samples[f"refcocog_gcg-train-{repeated_id}"]
-    assert _tagged(repeated) == ["a coloured shape"] * 2 and repeated["regions"][0]["mask"] != repeated["regions"][1]["mask"]
+    assert (
+        _tagged(repeated) == ["a coloured shape"] * 2
+        and repeated["regions"][0]["mask"] != repeated["regions"][1]["mask"]
+    )
     drops = [r for r in read_rejects(gcg_out) if r["source"] == "refcocog_gcg"]
     assert Counter(r["code"] for r in drops if r["stage"] == "annotation") == {"bad_text": 2, "bad_polygon": 1}
-    assert any("occurs only inside longer" in r["detail"] for r in drops) and any("does not occur" in r["detail"] for r in drops)
+    assert any("occurs only inside longer" in r["detail"] for r in drops) and any(
+        "does not occur" in r["detail"] for r in drops
+    )
     assert [(r["stage"], r["code"]) for r in drops if r["stage"] == "index"] == [("index", "no_regions")]
     for key, sample in samples.items():
         record = records[key.rsplit("-", 1)[1]]
@@ -245,7 +252,9 @@ def test_refcocog_repeated_nested_absent_and_polygons(data_root: Path, gcg_out: 
             assert region["caption"].lower() == ref["sentence"].lower()
             polygons = ref["segmentation"]
             # GLaMM: each polygon rasterised on its own, the masks summed
-            expected = np.sum([mask_utils.decode(mask_utils.frPyObjects([p], h, w))[..., 0] for p in polygons], axis=0) > 0
+            expected = (
+                np.sum([mask_utils.decode(mask_utils.frPyObjects([p], h, w))[..., 0] for p in polygons], axis=0) > 0
+            )
             assert np.array_equal(_decode(region["mask"]), expected)
 
 
@@ -271,15 +280,22 @@ def test_eval_one_sample_per_image_with_every_gt_mask(data_root: Path, eval_outs
             assert sample["templates"] == ["gcg_question:1"] and sample["provenance"]["split"] == split
             tagged = _tagged(sample)
             assert [r["caption"] for r in sample["regions"][: len(tagged)]] == tagged  # caption order
-            caption = next(a["caption"] for a in captions["annotations"] if a["image_id"] == sample["provenance"]["image_id"])
+            caption = next(
+                a["caption"] for a in captions["annotations"] if a["image_id"] == sample["provenance"]["image_id"]
+            )
             assert _TAG.sub(r"\1", sample["conversations"][1]["content"]) == caption
             gt = [a for a in masks["annotations"] if a["image_id"] == sample["provenance"]["image_id"]]
             kept = [by_id[i] for i in sample["provenance"]["ann_ids"]]
             assert len(kept) == len(gt) - sum(not _decode(a["segmentation"]).any() for a in gt)
             for region, ann in zip(sample["regions"], kept):
                 assert np.array_equal(_decode(region["mask"]), _decode(ann["segmentation"]))
-    (untagged,) = [s for s, _, _ in read_samples(eval_outs["test"]).values() if len(s["seg_targets"]) < len(s["regions"])]
-    assert untagged["regions"][-1]["caption"] == "a hidden shape" and "hidden" not in untagged["conversations"][1]["content"]
+    (untagged,) = [
+        s for s, _, _ in read_samples(eval_outs["test"]).values() if len(s["seg_targets"]) < len(s["regions"])
+    ]
+    assert (
+        untagged["regions"][-1]["caption"] == "a hidden shape"
+        and "hidden" not in untagged["conversations"][1]["content"]
+    )
     assert Counter(r["code"] for r in read_rejects(eval_outs["val"])) == {"empty_mask": 1}
     assert Counter(r["code"] for r in read_rejects(eval_outs["test"])) == {"bad_text": 1}
 
@@ -315,4 +331,6 @@ def test_span_helpers() -> None:
     phrases = [{"span": [0, 5]}, {"span": [0, 19]}, {"span": [12, 19]}, {"span": [21, 26]}]
     kept, dropped = resolve_overlaps(phrases, caption)
     assert [p["span"] for p in kept] == [[0, 19], [21, 26]] and len(dropped) == 2
-    assert render_answer(caption, [(0, 19), (21, 26)]) == "<p> A man rides a horse </p> [SEG]; <p> a man </p> [SEG] waves."
+    assert (
+        render_answer(caption, [(0, 19), (21, 26)]) == "<p> A man rides a horse </p> [SEG]; <p> a man </p> [SEG] waves."
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import decode_rle
@@ -17,7 +18,6 @@ from fclm_data.recipes import Recipe, RecipeEntry
 from fclm_data.sources import BuildOptions, get_source
 from fclm_data.sources.muse import _answer_text
 from fclm_data.templates import template_text
-from helpers import build, read_rejects, read_samples
 
 FALLBACK_TABLES = ("muse_single_answer", "muse_multi_answer")
 
@@ -199,7 +199,9 @@ def test_records_are_re_read_from_byte_spans(data_root: Path, tmp_path: Path) ->
     records = _records(data_root)
     records[0]["questions"][0] = "Qu’est-ce qui est bleu au café? ☕"
     (tmp_path / "muse").mkdir()
-    (tmp_path / "muse/muse_train.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(records, indent=2, ensure_ascii=False).encode())
+    (tmp_path / "muse/muse_train.json").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps(records, indent=2, ensure_ascii=False).encode()
+    )
     source = get_source("muse", tmp_path)
     units = source.index().units
     assert len(units) == sum(len(r["questions"]) for r in records)

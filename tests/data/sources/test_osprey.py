@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.errors import Reject
@@ -18,7 +19,6 @@ from fclm_data.sources import BuildOptions, get_source
 from fclm_data.sources.osprey import coco_image_candidates
 from fclm_data.sources.osprey_tags import render_inline, repair_tags
 from fclm_data.synthetic.osprey import SHORT_SUFFIX, TAG_VARIANTS
-from helpers import build, read_rejects, read_samples
 
 SOURCES = {
     "osprey_short_form": "osprey/osprey_short_form.json",
@@ -75,11 +75,21 @@ def test_repair_tags_table(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("variant", "outcome"), sorted(TAG_VARIANTS.items()))
-def test_release_tag_noise_is_repaired_or_rejected_with_reason(data_root: Path, osprey_out: Path, samples: dict, variant: str, outcome: str) -> None:
+def test_release_tag_noise_is_repaired_or_rejected_with_reason(
+    data_root: Path, osprey_out: Path, samples: dict, variant: str, outcome: str
+) -> None:
     records = _release(data_root, "osprey_conversations")
-    pos = next(i for i, r in enumerate(records) if variant in r["conversations"][0]["value"] and "<region2>" not in r["conversations"][0]["value"])
+    pos = next(
+        i
+        for i, r in enumerate(records)
+        if variant in r["conversations"][0]["value"] and "<region2>" not in r["conversations"][0]["value"]
+    )
     key = f"osprey_conversations-{pos:07d}"
-    rejects = [r for r in read_rejects(osprey_out) if r["source"] == "osprey_conversations" and r["record"].startswith(f"record #{pos} ")]
+    rejects = [
+        r
+        for r in read_rejects(osprey_out)
+        if r["source"] == "osprey_conversations" and r["record"].startswith(f"record #{pos} ")
+    ]
     if outcome == "repaired":
         question = records[pos]["conversations"][0]["value"].replace("<image>\n", "").replace(variant, "<region>")
         sample = samples[key][0]
@@ -107,19 +117,25 @@ def test_masks_match_osprey_decoding_for_all_three_encodings(data_root: Path, sa
 
 def test_region_named_twice_and_assistant_mentions(data_root: Path, samples: dict) -> None:
     records = _release(data_root, "osprey_conversations")
-    pos = next(i for i, r in enumerate(records) if r["conversations"][0]["value"].startswith("<image>\nCompare <region2>"))
+    pos = next(
+        i for i, r in enumerate(records) if r["conversations"][0]["value"].startswith("<image>\nCompare <region2>")
+    )
     sample = samples[f"osprey_conversations-{pos:07d}"][0]
     assert sample["conversations"][0]["content"] == "<image>\nCompare <region> with <region>. Is <region> bigger?"
     assert sample["region_inputs"] == [0, 1, 0, 1]  # region 2 was marked first
     assert sample["provenance"]["ann_ids"] == ["region2", "region1"]
     answers = [t["content"] for t in sample["conversations"] if t["role"] == "assistant"]
-    assert answers[0].startswith("region 1 is ") and " and region 2 is " in answers[0]  # "<region2> is ..., <region1> is ..."
+    assert (
+        answers[0].startswith("region 1 is ") and " and region 2 is " in answers[0]
+    )  # "<region2> is ..., <region1> is ..."
     assert answers[1].startswith("region 2 is in the ")  # "<region1> is in the ..."
     assert all("<region" not in a for a in answers)
 
 
 def test_inline_numbering_of_assistant_only_regions() -> None:
-    turns, order, inputs = render_inline([("user", "Is <region3> red?"), ("assistant", "<region3> is, <region1> is not.")])
+    turns, order, inputs = render_inline(
+        [("user", "Is <region3> red?"), ("assistant", "<region3> is, <region1> is not.")]
+    )
     assert [t.content for t in turns] == ["Is <region> red?", "region 1 is, region 2 is not."]
     assert order == [2] and inputs == [0]  # region 1 of the release has no input: it is only named
 
@@ -164,8 +180,13 @@ def test_coco_image_candidates() -> None:
     assert coco_image_candidates("COCO_train2014_000000000042.jpg", "coco", "coco/train2014", dirs) == [
         "coco/train2014/COCO_train2014_000000000042.jpg", "coco/train2017/000000000042.jpg", "coco/val2017/000000000042.jpg",
     ]  # fmt: skip
-    assert coco_image_candidates("000000000042.jpg", "coco", "coco/train2014", dirs) == ["coco/train2017/000000000042.jpg", "coco/val2017/000000000042.jpg"]
-    assert coco_image_candidates("val2017/000000000042.jpg", "coco", "coco/train2014", dirs) == ["coco/val2017/000000000042.jpg"]
+    assert coco_image_candidates("000000000042.jpg", "coco", "coco/train2014", dirs) == [
+        "coco/train2017/000000000042.jpg",
+        "coco/val2017/000000000042.jpg",
+    ]
+    assert coco_image_candidates("val2017/000000000042.jpg", "coco", "coco/train2014", dirs) == [
+        "coco/val2017/000000000042.jpg"
+    ]
 
 
 def test_detailed_description_one_sample_per_record(data_root: Path, osprey_out: Path, samples: dict) -> None:
@@ -173,7 +194,11 @@ def test_detailed_description_one_sample_per_record(data_root: Path, osprey_out:
     rejects = {r["record"]: r for r in read_rejects(osprey_out) if r["source"] == "osprey_detailed_description"}
     for pos, record in enumerate(records):
         sample = samples[f"osprey_detailed_description-{pos:07d}"][0]
-        rejected = [d for j, d in enumerate(record["description"]) if f"record #{pos} (id {record['id']}) description {j}" in rejects]
+        rejected = [
+            d
+            for j, d in enumerate(record["description"])
+            if f"record #{pos} (id {record['id']}) description {j}" in rejects
+        ]
         kept = [d for d in record["description"] if d not in rejected]
         assert [t["content"] for t in sample["conversations"][1::2]] == [re.sub(r"^<[^>]*>: ", "", d) for d in kept]
         assert all(t.startswith("dlc_question:") for t in sample["templates"]) and len(sample["templates"]) == len(kept)
@@ -194,7 +219,9 @@ def test_detailed_description_keep_multi_region(data_root: Path) -> None:
 
 def test_alternative_detail_file_name(data_root: Path, tmp_path: Path) -> None:
     (tmp_path / "osprey").mkdir()
-    shutil.copy(data_root / SOURCES["osprey_detailed_description"], tmp_path / "osprey/osprey_detailed_description.json")
+    shutil.copy(
+        data_root / SOURCES["osprey_detailed_description"], tmp_path / "osprey/osprey_detailed_description.json"
+    )
     (tmp_path / "coco").symlink_to(data_root / "coco")
     source = get_source("osprey_detailed_description", tmp_path)
     assert source.missing_paths() == [] and source.ann_file == "osprey/osprey_detailed_description.json"
@@ -216,7 +243,9 @@ def test_referenced_region_with_empty_mask_rejects_the_record(data_root: Path, t
     ledger = manifest["sources"]["osprey_lvis_posneg"]
     assert (ledger["written"], ledger["rejected"]) == (len(records) - 1, 1)
     (reject,) = read_rejects(tmp_path / "out")
-    assert reject["code"] == "empty_mask" and "region 1 is referenced" in reject["detail"] and reject["stage"] == "sample"
+    assert (
+        reject["code"] == "empty_mask" and "region 1 is referenced" in reject["detail"] and reject["stage"] == "sample"
+    )
 
 
 def test_ledgers_balance_and_every_sample_is_valid(osprey_out: Path, samples: dict) -> None:
@@ -227,7 +256,10 @@ def test_ledgers_balance_and_every_sample_is_valid(osprey_out: Path, samples: di
         assert ledger["selected"] == ledger["written"] + ledger["rejected"] and ledger["rejected"] == 0
     for sample, _, _ in samples.values():
         first = sample["conversations"][0]["content"]
-        assert first.startswith("<image>\n") and "".join(t["content"] for t in sample["conversations"]).count("<image>") == 1
+        assert (
+            first.startswith("<image>\n")
+            and "".join(t["content"] for t in sample["conversations"]).count("<image>") == 1
+        )
         assert sample["seg_targets"] == [] and sample["provenance"]["split"] == "train"
 
 

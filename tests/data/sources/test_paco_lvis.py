@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import decode_rle
@@ -15,9 +16,11 @@ from fclm_data.recipes import Recipe, RecipeEntry
 from fclm_data.sources import BuildOptions, get_source
 from fclm_data.sources.paco_lvis import natural_label, osprey_label
 from fclm_data.templates import ROC_QUESTIONS
-from helpers import build, read_rejects, read_samples
 
-EVAL = {"osprey_paco_roc_eval": "osprey/eval/paco_val_1k_category.json", "osprey_lvis_roc_eval": "osprey/eval/lvis_val_1k_category.json"}
+EVAL = {
+    "osprey_paco_roc_eval": "osprey/eval/paco_val_1k_category.json",
+    "osprey_lvis_roc_eval": "osprey/eval/lvis_val_1k_category.json",
+}
 
 
 def _paco(root: Path, split: str = "train") -> dict:
@@ -77,7 +80,9 @@ def test_image_unit_samples(data_root: Path, roc_out: Path) -> None:
             ann = anns[int(ann_id)]
             assert region["label"] == names[ann["category_id"]]
             assert sample["conversations"][2 * n + 1]["content"] == natural_label(region["label"])
-            assert np.array_equal(decode_rle(region["mask"]), _decode(ann["segmentation"], image["height"], image["width"]))
+            assert np.array_equal(
+                decode_rle(region["mask"]), _decode(ann["segmentation"], image["height"], image["width"])
+            )
         assert all(t.startswith("roc_question:") for t in sample["templates"])
     assert {s["image"]["file_name"].split("/")[1] for s in written.values()} == {"train2017", "val2017"}
 
@@ -151,7 +156,10 @@ def test_roc_eval_one_sample_per_region(data_root: Path, roc_out: Path, name: st
                 continue
             sample, expected = samples[key], expected + 1
             assert sample["conversations"][0]["content"] == "<image>\n" + ROC_QUESTIONS[0]
-            assert sample["conversations"][1]["content"] == natural_label(category) and sample["regions"][0]["label"] == category
+            assert (
+                sample["conversations"][1]["content"] == natural_label(category)
+                and sample["regions"][0]["label"] == category
+            )
             mask = _decode(ann["segmentation"], record["height"], record["width"])
             assert np.array_equal(decode_rle(sample["regions"][0]["mask"]), mask)
             assert sample["image"]["file_name"].endswith(record["file_name"]) and sample["provenance"]["split"] == "val"
@@ -163,4 +171,7 @@ def test_ledgers_balance(roc_out: Path, region_out: Path) -> None:
     for ledger in [ledgers[0][name] for name in ("paco_lvis", *EVAL)] + [ledgers[1]["paco_lvis"]]:
         assert ledger["records"] == ledger["available"] + ledger["index_rejected"]
         assert ledger["selected"] == ledger["written"] + ledger["rejected"]
-        assert ledger["reject_reasons"].get("invalid_sample", 0) == 0 and ledger["reject_reasons"].get("unexpected_error", 0) == 0
+        assert (
+            ledger["reject_reasons"].get("invalid_sample", 0) == 0
+            and ledger["reject_reasons"].get("unexpected_error", 0) == 0
+        )

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from PIL import Image
 
 from fclm_data.masks import decode_rle
 from fclm_data.recipes import Recipe, RecipeEntry
 from fclm_data.sources import BuildOptions, get_source
 from fclm_data.templates import dlres_query, template_text
-from helpers import build, read_rejects, read_samples
 
 
 def _release(root: Path, split: str = "train") -> dict:
@@ -23,7 +23,9 @@ def _release(root: Path, split: str = "train") -> dict:
 
 
 def _panoptic_ids(root: Path, split: str, image_id: str) -> np.ndarray:
-    rgb = np.asarray(Image.open(root / f"coco/panoptic_{split}2017/{int(image_id):012d}.png").convert("RGB"), dtype=np.int64)
+    rgb = np.asarray(
+        Image.open(root / f"coco/panoptic_{split}2017/{int(image_id):012d}.png").convert("RGB"), dtype=np.int64
+    )
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 

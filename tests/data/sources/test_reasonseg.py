@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import decode_rle
 from fclm_data.recipes import Recipe, RecipeEntry
 from fclm_data.sources import BuildOptions, get_source
 from fclm_data.templates import REASON_EXPLANATORY_QUESTIONS, RES_ANSWERS
-from helpers import build, read_rejects, read_samples
 
 ROOT = "reason_seg/ReasonSeg"
 
@@ -132,7 +132,10 @@ def test_explanatory_modes_follow_lisa(data_root: Path, repeated_out: Path) -> N
             modes["unexplained"] += 1
         elif not sample["regions"]:  # text only: the bare instruction, the explanation, no mask
             assert answer == explanation and "[SEG]" not in answer and sample["seg_targets"] == []
-            assert user.removeprefix("<image>\n") in _annotation(data_root, "train", sample["provenance"]["image_id"])["text"]
+            assert (
+                user.removeprefix("<image>\n")
+                in _annotation(data_root, "train", sample["provenance"]["image_id"])["text"]
+            )
             modes["text"] += 1
         elif answer.endswith(explanation):
             assert user.endswith(REASON_EXPLANATORY_QUESTIONS) and answer[: -len(explanation) - 1] in RES_ANSWERS

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import decode_rle
 from fclm_data.sources import get_source
-from helpers import build, read_rejects, read_samples
 
 
 def _release(root: Path, dataset: str, split_by: str) -> tuple[dict, list[dict]]:
@@ -32,7 +32,11 @@ def refcoco_out(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_train_is_one_sample_per_image(data_root: Path, refcoco_out: Path) -> None:
     manifest = json.loads((refcoco_out / "manifest.json").read_text())
-    for name, dataset, split_by in (("refcoco", "refcoco", "unc"), ("refcoco_plus", "refcoco+", "unc"), ("refcocog", "refcocog", "umd")):
+    for name, dataset, split_by in (
+        ("refcoco", "refcoco", "unc"),
+        ("refcoco_plus", "refcoco+", "unc"),
+        ("refcocog", "refcocog", "umd"),
+    ):
         _, refs = _release(data_root, dataset, split_by)
         train_images = {r["image_id"] for r in refs if r["split"] == "train"}
         assert manifest["sources"][name]["written"] == len(train_images)
@@ -60,7 +64,7 @@ def test_masks_are_pixel_identical_to_pycocotools(data_root: Path, refcoco_out: 
             ann = anns[int(ann_ref.split("/ann")[1])]
             h, w = images[ann["image_id"]]["height"], images[ann["image_id"]]["width"]
             # LISA: decode each polygon's RLE, sum over polygons, clip to {0, 1}
-            expected = (mask_utils.decode(mask_utils.frPyObjects(ann["segmentation"], h, w)).sum(axis=2) > 0)
+            expected = mask_utils.decode(mask_utils.frPyObjects(ann["segmentation"], h, w)).sum(axis=2) > 0
             assert np.array_equal(decode_rle(region["mask"]).astype(bool), expected)
             checked += 1
     assert checked > 5

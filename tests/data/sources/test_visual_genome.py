@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build, read_rejects, read_samples
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import box_to_rle, decode_rle
 from fclm_data.sources import BuildOptions, get_source
 from fclm_data.templates import REGION_CAPTION_QUESTIONS, REGION_CAPTION_SUFFIX, template_text
-from helpers import build, read_rejects, read_samples
 
 FILES = {"vg": "vg/vg_train_with_mask.json", "vg_grit": "visual_genome/train.json"}
 
@@ -51,8 +51,12 @@ def test_vg_one_sample_per_image_with_masks(data_root: Path, vg_out: Path) -> No
         assert ann_ids == sorted(ann_ids)  # release order
         for n, (region, ann_id) in enumerate(zip(sample["regions"], ann_ids)):
             ann = anns[ann_id]
-            forms.add("polygon" if isinstance(ann["segmentation"], list) else type(ann["segmentation"]["counts"]).__name__)
-            assert np.array_equal(decode_rle(region["mask"]), _decode(ann["segmentation"], image["height"], image["width"]))
+            forms.add(
+                "polygon" if isinstance(ann["segmentation"], list) else type(ann["segmentation"]["counts"]).__name__
+            )
+            assert np.array_equal(
+                decode_rle(region["mask"]), _decode(ann["segmentation"], image["height"], image["width"])
+            )
             assert region["caption"] == ann["caption"] == sample["conversations"][2 * n + 1]["content"]
             question = sample["conversations"][2 * n]["content"].removeprefix("<image>\n")
             assert question == template_text(sample["templates"][n]) + REGION_CAPTION_SUFFIX
