@@ -111,6 +111,24 @@ class Source:
                 return ImageLocation(safe_relpath(rel), None, path.stat().st_size)
         return None
 
+    def load_index_file(self, rel: str, result: IndexResult, expect: type | None = None) -> Any:
+        """An annotation file for ``index()``, or None after recording why it is unusable.
+
+        A missing file is already listed in ``result.missing``; a malformed one (or one that is not
+        an ``expect`` at top level) becomes a single reject naming the file, never an exception.
+        """
+        if rel in result.missing:
+            return None
+        try:
+            data = load_json_file(self.data_root, rel)
+            if expect is not None and not isinstance(data, expect):
+                detail = f"{rel} holds a {type(data).__name__}, not a {expect.__name__}"
+                raise Reject("malformed_annotation", detail, rel)
+        except Reject as exc:
+            result.rejects.append(self.reject(rel, exc, file=rel))
+            return None
+        return data
+
     def reject(self, record: str, exc: Reject, stage: str = "index", file: str | None = None) -> RejectRecord:
         return RejectRecord(self.name, record, exc.file or file, exc.code, exc.detail, stage)
 

@@ -54,7 +54,7 @@ from fclm_data.images import ImageData, expect_size, safe_relpath
 from fclm_data.masks import merge_rles, nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import IMAGE_TOKEN, REGION_TOKEN, SEG_TOKEN, ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
-from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.templates import GCG_PHRASE, pick, with_image
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -186,13 +186,7 @@ class GcgSource(Source):
 
     def _load(self, result: IndexResult) -> Any:
         """The annotation JSON, or None after recording why it is unusable."""
-        if self.ann_path in result.missing:
-            return None
-        try:
-            return load_json_file(self.data_root, self.ann_path)
-        except Reject as exc:
-            result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
-            return None
+        return self.load_index_file(self.ann_path, result)
 
     def _question(self, key: str, seed: int) -> tuple[str, str]:
         return pick("gcg_question", seed, key)

@@ -41,7 +41,7 @@ from fclm_data.images import ImageData, expect_size, read_first_image, safe_relp
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
-from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.sources.osprey_tags import CANONICAL_TAG, render_inline, render_listed, repair_tags
 from fclm_data.templates import SHORT_ANSWER_SUFFIX, pick, template_text, with_image
 
@@ -88,17 +88,10 @@ class _OspreySource(Source):
         return [self.ann_file, self.coco_root]
 
     def index(self) -> IndexResult:
-        missing = self.missing_paths()
-        if self.ann_file in missing:
-            return IndexResult([], [], missing)
-        try:
-            records = load_json_file(self.data_root, self.ann_file)
-            if not isinstance(records, list):
-                detail = f"{self.ann_file} holds a {type(records).__name__}, not a list"
-                raise Reject("malformed_annotation", detail, self.ann_file)
-        except Reject as exc:
-            return IndexResult([], [self.reject(self.ann_file, exc)], missing)
-        result = IndexResult([], [], missing)
+        result = IndexResult([], [], self.missing_paths())
+        records = self.load_index_file(self.ann_file, result, list)
+        if records is None:
+            return result
         for pos, record in enumerate(records):
             name = f"record #{pos}" + (
                 f" (id {record.get('id')})" if isinstance(record, dict) and "id" in record else ""

@@ -256,17 +256,10 @@ class OspreyRocEvalSource(_RocSource):
         return [self.file, self.coco_root]
 
     def index(self) -> IndexResult:
-        missing = self.missing_paths()
-        if self.file in missing:
-            return IndexResult([], [], missing)
-        try:
-            records = load_json_file(self.data_root, self.file)
-            if not isinstance(records, list):
-                detail = f"{self.file} holds a {type(records).__name__}, not a list"
-                raise Reject("malformed_annotation", detail, self.file)
-        except Reject as exc:
-            return IndexResult([], [self.reject(self.file, exc)], missing)
-        result = IndexResult([], [], missing)
+        result = IndexResult([], [], self.missing_paths())
+        records = self.load_index_file(self.file, result, list)
+        if records is None:
+            return result
         for pos, record in enumerate(records):
             try:
                 meta = _eval_meta(record, pos)
