@@ -81,11 +81,11 @@ class BertMeanPoolEmbedder:
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        if not Path(path).is_dir():
+            raise ModelNotFoundError(f"{path} is not a local model directory (GLaMM uses bert-base-uncased)")
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if not Path(path).is_dir():
-            raise ModelNotFoundError(f"{path} is not a local model directory (GLaMM uses bert-base-uncased)")
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
