@@ -16,7 +16,7 @@ PTBTokenizer and METEOR need Java; without it :func:`caption_scores` raises
 from __future__ import annotations
 
 import shutil
-from typing import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 CAPTION_METRICS = ("meteor", "cider")
 

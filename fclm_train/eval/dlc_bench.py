@@ -21,9 +21,10 @@ as in DAM.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from fclm_train.eval.judge import Judge
 
@@ -184,7 +185,13 @@ class DlcBenchResult:
 
     def summary(self) -> dict[str, float | int | None]:
         n_neg = sum(r.neg is not None for r in self.regions)
-        return {"pos": self.pos, "neg": self.neg, "avg": self.avg, "n_regions": len(self.regions), "n_neg_regions": n_neg}
+        return {
+            "pos": self.pos,
+            "neg": self.neg,
+            "avg": self.avg,
+            "n_regions": len(self.regions),
+            "n_neg_regions": n_neg,
+        }
 
 
 def score_dlc_bench(

@@ -13,8 +13,9 @@ Models load lazily and torch is imported only inside the loaders, so the metrics
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -68,7 +68,8 @@ def iou_matrix(masks_a: Sequence[MaskLike], masks_b: Sequence[MaskLike]) -> np.n
         return np.zeros((len(masks_a), len(masks_b)))
     rles_a = [_coco_rle(as_rle(m)) for m in masks_a]
     rles_b = [_coco_rle(as_rle(m)) for m in masks_b]
-    return np.asarray(mask_utils.iou(rles_a, rles_b, [0] * len(rles_b)), dtype=np.float64).reshape(len(rles_a), len(rles_b))
+    ious = mask_utils.iou(rles_a, rles_b, [0] * len(rles_b))  # iscrowd 0: plain IoU
+    return np.asarray(ious, dtype=np.float64).reshape(len(rles_a), len(rles_b))
 
 
 def greedy_miou(ious: np.ndarray) -> float:
@@ -119,7 +120,6 @@ class GcgImage:
     gt_caption: str
     gt_phrases: list[str]
     gt_masks: list[dict]  #: compressed RLEs
-    extra: dict = field(default_factory=dict)
 
 
 def gcg_ap50(images: Sequence[GcgImage]) -> float:
@@ -179,6 +179,7 @@ class GcgEvaluator:
         """Adds one image. Masks are (H, W) arrays or RLEs at the original resolution.
 
         Use :func:`parse_gcg_output` on the raw answer to get ``pred_caption`` / ``pred_phrases``.
+        ``image_id`` should be GLaMM's (the image file stem): AP50 ranks tied scores by sorted id.
         """
         if image_id in self._ids:
             raise ValueError(f"image {image_id!r} added twice")
@@ -189,15 +190,19 @@ class GcgEvaluator:
         if not gt_rles:
             raise ValueError(f"image {image_id!r} has no GT mask")
         self._ids.add(image_id)
-        self.images.append(
-            GcgImage(image_id, sizes.pop(), pred_caption, list(pred_phrases), pred_rles, gt_caption, list(gt_phrases), gt_rles)
-        )
+        image = GcgImage(image_id=image_id, size=sizes.pop(), pred_caption=pred_caption,
+                         pred_phrases=list(pred_phrases), pred_masks=pred_rles,
+                         gt_caption=gt_caption, gt_phrases=list(gt_phrases), gt_masks=gt_rles)  # fmt: skip
+        self.images.append(image)
 
     def compute(self, captions: bool = True, recall: bool = True) -> dict[str, float | int | str | None]:
         """``ap50``, ``miou``, ``recall``, ``meteor``, ``cider`` as fractions, plus counts.
 
+        A metric that was not run is None. Without Java, METEOR and CIDEr are None and the
+        ``skipped`` note says why.
+
         Args:
-            captions: run METEOR / CIDEr (Java). Without Java both are None and ``skipped`` says why.
+            captions: run METEOR / CIDEr (Java).
             recall: run mask recall (needs the text similarity; MiniLM is loaded if none was given).
         """
         if not self.images:
@@ -210,7 +215,6 @@ class GcgEvaluator:
             "cider": None,
             "n_images": len(self.images),
             "n_gt_phrases": sum(len(im.gt_phrases) for im in self.images),
-            "skipped": None,
         }
         if captions:
             try:

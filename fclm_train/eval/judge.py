@@ -9,7 +9,8 @@ DAM's and FCLM's only with that judge; any other model is a different scale.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 JUDGE_BASE_URL_ENV = "FCLM_JUDGE_BASE_URL"
 JUDGE_MODEL_ENV = "FCLM_JUDGE_MODEL"

@@ -7,14 +7,12 @@ thresholded: a GT carrying LISA's 255 "ignore" value would otherwise count as fo
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from fclm_data.masks import RLE, decode_rle, encode_mask
 
-MaskLike = Union[np.ndarray, RLE]
+MaskLike = np.ndarray | RLE
 
 
 def as_bool_mask(mask: MaskLike, what: str = "mask") -> np.ndarray:

@@ -13,7 +13,7 @@ in the reference; both label 8-connected foreground the same way).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -9,8 +9,9 @@ Entries are named ``"<task>/<split>"`` by convention, e.g. ``"refcoco/val"``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 REPORT_VERSION = 1
 
@@ -63,7 +64,9 @@ def format_table(report: Mapping[str, Any], digits: int = 1) -> str:
         cells += [str(entry["counts"][c]) if c in entry["counts"] else "" for c in count_names]
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"{name}: {key}: {text}" for name, entry in results.items() for key, text in entry["notes"].items()]
     return "\n".join(lines + notes)

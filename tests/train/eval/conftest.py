@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -46,3 +46,15 @@ def box_mask(height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.
 @pytest.fixture
 def make_mask():
     return box_mask
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 (loaded once per session), or a skip saying how to provide it."""
+    pytest.importorskip("sentence_transformers")
+    from fclm_train.eval.embedders import ModelNotFoundError, load_minilm
+
+    try:
+        return load_minilm()
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))

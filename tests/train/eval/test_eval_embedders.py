@@ -50,17 +50,10 @@ def test_bert_embedder_needs_a_local_directory(tmp_path):
 
 
 @pytest.mark.slow
-def test_bert_mean_pool_matches_sentence_transformers_mean_pooling():
+def test_bert_mean_pool_matches_sentence_transformers_mean_pooling(minilm):
     """all-MiniLM-L6-v2 is a BertModel whose pooling is the mean over all tokens, [CLS]/[SEP]
     included: GLaMM's recipe applied to its directory must give the same cosines."""
-    pytest.importorskip("sentence_transformers")
-    try:
-        path = find_minilm()
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
-    from sentence_transformers import SentenceTransformer
-
     texts = ["a man riding a horse", "the horse", "blue sky over the sea"]
-    bert = BertMeanPoolEmbedder(path)(texts)
-    reference = SentenceTransformer(str(path), device="cpu").encode(texts)
+    bert = BertMeanPoolEmbedder(find_minilm())(texts)
+    reference = minilm(texts)
     np.testing.assert_allclose(cosine_matrix(bert, bert), cosine_matrix(reference, reference), atol=1e-5)

@@ -55,13 +55,21 @@ def test_iou_matrix_on_rles_and_arrays(make_mask):
 
 
 def _images(make_mask):
-    """Three 10x10 images. 'a': one TP and one FP mask; 'b': one TP; 'c': no prediction."""
+    """Three 10x10 images. 'a': one TP and one FP mask; 'b': one TP mask, wrong phrase; 'c': no prediction."""
     g1, g2 = make_mask(10, 10, 0, 4, 0, 4), make_mask(10, 10, 6, 10, 6, 10)
     false_positive = make_mask(10, 10, 0, 4, 6, 10)
     g3 = make_mask(10, 10, 0, 5, 0, 5)
     return [  # inserted b, a, c: COCOeval ranks tied scores in sorted image-id order
-        ("b", "a cat on a mat", ["a dog"], [g3], "a dog on a mat", ["a dog"], [g3]),
-        ("a", "a man rides a cow", ["a man", "a cow"], [g1, false_positive], "a man rides a horse", ["a man", "a horse"], [g1, g2]),
+        ("b", "a cat on a mat", ["a cat"], [g3], "a dog on a mat", ["a dog"], [g3]),
+        (
+            "a",
+            "a man rides a cow",
+            ["a man", "a cow"],
+            [g1, false_positive],
+            "a man rides a horse",
+            ["a man", "a horse"],
+            [g1, g2],
+        ),
         ("c", "the sky", [], [], "blue sky", ["sky"], [encode_mask(g3)]),
     ]
 
@@ -81,10 +89,10 @@ def test_evaluator_pools_recall_over_the_split(make_mask):
         evaluator.update(*image)
     result = evaluator.compute(captions=False)
     assert result["miou"] == pytest.approx((1 + 1 + 0) / 3)  # an image without predictions scores 0
-    # TP: 'a man' only ('a dog' vs 'a dog' passes IoU and text: 1 more) -> 2 of 4 GT phrases
-    assert result["recall"] == pytest.approx(2 / 4)  # the mean of per-image recalls would be (1/2 + 1 + 0) / 3
+    # one TP ('a man'); in 'b' the mask matches but 'a cat' fails the text gate: 1 of 4 GT phrases
+    assert result["recall"] == pytest.approx(1 / 4)  # the mean of per-image recalls would be 1/6
     assert result["n_images"] == 3 and result["n_gt_phrases"] == 4
-    assert result["meteor"] is None and result["cider"] is None
+    assert result["meteor"] is None and result["cider"] is None and "skipped" not in result
 
 
 def test_evaluator_refuses_duplicates_and_mixed_sizes(make_mask):

@@ -74,17 +74,6 @@ def test_minilm_lookup_order_and_messages(tmp_path, monkeypatch):
         find_minilm()
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    pytest.importorskip("sentence_transformers")
-    from fclm_train.eval.embedders import load_minilm
-
-    try:
-        return load_minilm()
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.slow
 def test_packaged_minilm_is_the_real_all_minilm_l6_v2(minilm):
     """The sentence-transformers quickstart prints these cosines for all-MiniLM-L6-v2."""

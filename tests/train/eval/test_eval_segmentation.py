@@ -19,7 +19,7 @@ def test_ciou_is_pooled_and_differs_from_the_mean_of_ious(make_mask):
     assert result["n"] == 2
     assert result["ciou"] == pytest.approx(92 / (104 + 1e-10), abs=1e-12)
     assert result["giou"] == pytest.approx((2 / (4 + 1e-5) + 90 / (100 + 1e-5)) / 2, abs=1e-12)
-    assert result["ciou"] > 0.88 > 0.71 > result["giou"]  # 0.885 vs 0.7: pooling matters
+    assert result["ciou"] - result["giou"] > 0.18  # 0.885 vs 0.7: pooling over pixels matters
 
 
 def test_empty_gt_and_empty_prediction_scores_one_and_adds_nothing_to_ciou():
