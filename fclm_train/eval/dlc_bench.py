@@ -141,8 +141,14 @@ class RegionScore:
         return sum(self.negative) / len(self.negative) if self.negative else None
 
 
-def score_region(key: str, caption: str, class_name: str, questions: Sequence[Question], judge: Judge,
-                 engine: inflect.engine | None = None) -> RegionScore:  # fmt: skip
+def score_region(
+    key: str,
+    caption: str,
+    class_name: str,
+    questions: Sequence[Question],
+    judge: Judge,
+    engine: inflect.engine | None = None,
+) -> RegionScore:
     """Asks the judge every question of one region and scores the answers."""
     if not any(q["type"] == "positive" for q in questions):
         raise ValueError(f"region {key}: no positive question (DAM divides by their count)")
@@ -160,6 +166,7 @@ def score_region(key: str, caption: str, class_name: str, questions: Sequence[Qu
 
 
 def _record(region: RegionScore, question: Question, choice: int | None, response: str) -> None:
+    """Applies one parsed answer: recognition sets the cap that every later question obeys."""
     if question["type"] == "recognition":
         if choice is None:
             raise ValueError(f"region {region.key}: unparsable recognition answer {response!r}")

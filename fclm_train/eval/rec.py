@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from fclm_train.eval.masks import MaskLike, as_bool_mask
 
@@ -29,6 +28,8 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 def drop_small_components(mask: MaskLike, min_area: int = MIN_COMPONENT_AREA) -> np.ndarray:
     """The mask without its 8-connected components of fewer than ``min_area`` pixels."""
+    from scipy import ndimage  # imported here: only this metric needs scipy
+
     array = as_bool_mask(mask, "pred_mask")
     labels, count = ndimage.label(array, structure=_EIGHT_CONNECTED)
     if count == 0:
