@@ -17,7 +17,6 @@ from fclm_data.errors import Reject
 
 #: Largest pickle we accept; DAM annotation pickles are a few KB to a few MB.
 MAX_PICKLE_BYTES = 256 * 1024 * 1024
-_PLAIN = (dict, list, tuple, str, bytes, bytearray, int, float, bool, type(None), set, frozenset)
 
 
 #: (module, name) -> the object; protocol 2 pickles bytes as ``_codecs.encode(str, "latin1")``.
@@ -53,7 +52,6 @@ def safe_loads(data: bytes, what: str) -> Any:
         raise Reject(code, f"{what}: {exc}") from exc
     except Exception as exc:  # truncated / corrupt streams raise EOFError, ValueError, ...
         raise Reject("malformed_annotation", f"{what}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
-    _check_plain(obj, what)
     return obj
 
 
@@ -64,18 +62,3 @@ def _load(data: bytes) -> Any:
         return _PlainDataUnpickler(io.BytesIO(data), encoding="utf-8").load()
     except UnicodeDecodeError:
         return _PlainDataUnpickler(io.BytesIO(data), encoding="latin-1").load()
-
-
-def _check_plain(obj: Any, what: str, depth: int = 0) -> None:
-    """Defence in depth: walk the result and insist on plain types (bounded nesting)."""
-    if depth > 32:
-        raise Reject("unsafe_pickle", f"{what}: nesting deeper than 32 levels")
-    if not isinstance(obj, _PLAIN):
-        raise Reject("unsafe_pickle", f"{what}: contains a {type(obj).__name__}")
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_plain(key, what, depth + 1)
-            _check_plain(value, what, depth + 1)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for item in obj:
-            _check_plain(item, what, depth + 1)
