@@ -20,8 +20,9 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 #: option name -> (section of TrainConfig or None for the top level, field)
 _FIELDS = {
     "stage": (None, "stage"), "model": (None, "model"), "llm": (None, "llm_path"), "sam": (None, "sam_path"),
-    "out": (None, "out_dir"), "global_batch_size": (None, "global_batch_size"), "epochs": (None, "epochs"),
-    "max_steps": (None, "max_steps"), "seed": (None, "seed"), "precision": (None, "precision"),
+    "out": (None, "out_dir"), "init": (None, "init_from"), "global_batch_size": (None, "global_batch_size"),
+    "epochs": (None, "epochs"), "max_steps": (None, "max_steps"), "seed": (None, "seed"),
+    "precision": (None, "precision"),
     "gradient_checkpointing": (None, "gradient_checkpointing"), "distributed": (None, "distributed"),
     "log_every": (None, "log_every"), "save_every": (None, "save_every"), "keep_last": (None, "keep_last"),
     "save_dtype": (None, "save_dtype"), "tensorboard": (None, "tensorboard"),
@@ -41,7 +42,8 @@ def main(
     llm: Annotated[Optional[Path], typer.Option(help="Local Qwen2.5-VL-3B/7B-Instruct directory (weights + tokenizer).")] = None,
     sam: Annotated[Optional[Path], typer.Option(help="SAM checkpoint, e.g. sam_vit_h_4b8939.pth.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output directory: checkpoints, metrics.jsonl, tensorboard/. [default: runs/fclm]")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Checkpoint step directory, or a run directory (its latest).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: a checkpoint step directory, or a run directory (its latest).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start from a checkpoint's weights only (stage 2 from stage 1); fresh optimizer and data order.")] = None,
     global_batch_size: Annotated[Optional[int], typer.Option(help="Samples per optimizer step over all ranks. [default: paper, per stage]")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per rank per forward (paper stage 2: 2). [default: 2]")] = None,
     batch_unit: Annotated[Optional[str], typer.Option(help="sample (a paired DLC + DL-RES sample counts once) | row. [default: sample]")] = None,

@@ -70,6 +70,9 @@ class TrainConfig:
     model: Literal["tiny", "3b", "7b"] = "3b"
     llm_path: str | None = None  #: local Qwen2.5-VL-*-Instruct directory; None -> random init
     sam_path: str | None = None  #: sam_vit_h_4b8939.pth; None -> random init
+    #: start from the weights of a checkpoint (a step or run directory), e.g. stage 2 from stage 1's result;
+    #: unlike ``--resume`` the optimizer, schedule and data order start afresh
+    init_from: str | None = None
     out_dir: str = "runs/fclm"
     global_batch_size: int | None = None  #: None -> STAGE_DEFAULTS (paper); must divide into ranks x micro batch
     epochs: float = 1.0  #: UniPixel / Sa2VA train one epoch; the paper does not say
@@ -140,12 +143,8 @@ def _check_keys(kind: type, body: dict[str, Any]) -> None:
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
-    """A train recipe YAML as a nested dict (relative shard patterns resolved against the recipe's folder)."""
-    path = Path(path)
-    body = yaml.safe_load(path.read_text()) or {}
-    for entry in (body.get("data") or {}).get("shards") or []:
-        if isinstance(entry, dict) and not Path(entry["pattern"]).is_absolute() and "://" not in entry["pattern"]:
-            candidate = path.parent / entry["pattern"]
-            if candidate.exists() or candidate.parent.exists():
-                entry["pattern"] = str(candidate)
+    """A train recipe YAML as a nested dict. Relative paths in it are relative to the working directory."""
+    body = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(body, dict):
+        raise ValueError(f"{path}: a train recipe is a mapping of TrainConfig fields")
     return body

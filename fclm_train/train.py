@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from .checkpoint import MODEL_FILE, load_model_state, load_training_state, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.encode import EncoderConfig
 from .data.loader import LoaderBatch, LoaderConfig, ShardLoader
@@ -77,17 +77,18 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         self.info = D.init()
+        self.accumulation = cfg.accumulation(self.info.world_size)  # fails before any model is built
         self.out_dir = Path(cfg.out_dir)
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.info.device.type == "cuda")
-        self.tokenizer = build_tokenizer(cfg.model, cfg.llm_path)
+        self.tokenizer = build_tokenizer(cfg.model, cfg.llm_path or _tokenizer_dir(cfg.init_from))
         self.model = self._setup_model()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                            betas=cfg.optim.betas, eps=cfg.optim.eps)  # fmt: skip
         self.loader = self._setup_data()
-        self.accumulation = cfg.accumulation(self.info.world_size)
+        # an epoch is one pass over every set's samples (recipe weights change the mix, not the length)
         self.steps_per_epoch = math.ceil(self.loader.num_samples / cfg.global_batch_size)
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         warmup = math.ceil(cfg.optim.warmup_ratio * self.total_steps) if cfg.optim.warmup_ratio else 0
@@ -112,6 +113,8 @@ class Trainer:
                      "uniform_graph": self.info.distributed}  # fmt: skip
         self.model_config = FCLMConfig.preset(cfg.model, **_merge(overrides, cfg.model_overrides))
         model = build_fclm(self.model_config, cfg.llm_path, cfg.sam_path, tokenizer=self.tokenizer)
+        if cfg.init_from is not None:
+            model.load_state_dict(load_model_state(resolve_checkpoint(cfg.init_from) / MODEL_FILE), strict=True)
         model.set_stage(cfg.stage)
         model.to(self.info.device)
         if cfg.distributed == "fsdp" and self.info.distributed:
@@ -254,6 +257,14 @@ class _FsdpNoSync:
 
     def __exit__(self, *exc) -> None:
         self.model.set_requires_gradient_sync(True)
+
+
+def _tokenizer_dir(init_from: str | None) -> Path | None:
+    """The tokenizer files saved with an ``init_from`` checkpoint (runs started with ``--llm``), if any."""
+    if init_from is None:
+        return None
+    step_dir = resolve_checkpoint(init_from)
+    return step_dir if (step_dir / "tokenizer_config.json").exists() else None
 
 
 def _full(norm: torch.Tensor) -> float:

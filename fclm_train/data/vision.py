@@ -20,6 +20,7 @@ normalisation runs in place on channel-contiguous memory (a third of the cost of
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -62,11 +63,26 @@ def resize(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tenso
     return F.interpolate(image[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
 
 
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The Qwen2-VL processor's rounding (``transformers...image_processing_qwen2_vl.smart_resize``, pinned equal
+    by a test): both sides multiples of ``factor``, the area within [min_pixels, max_pixels], aspect ~kept.
+    Restated because importing that module costs ~4 s in every fresh loader worker."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio above 200: {height} x {width}")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
 @lru_cache(maxsize=256)
 def qwen_grid_size(height: int, width: int, side: int, patch_size: int, merge_size: int) -> tuple[int, int]:
     """The (h, w) in pixels that the Qwen2-VL processor produces for an image already at long side ``side``."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
     factor = patch_size * merge_size
     h, w = long_side_size(height, width, side)
     return smart_resize(h, w, factor=factor, min_pixels=qwen_min_pixels(factor), max_pixels=qwen_max_pixels(side, factor))

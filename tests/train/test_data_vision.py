@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from fclm_train.data.vision import (
-    image_token_count, mask_to_frame, open_image, qwen_grid_size, qwen_patches, resize, sam_frame,
+    image_token_count, mask_to_frame, open_image, qwen_grid_size, qwen_patches, resize, sam_frame, smart_resize,
 )  # fmt: skip
 from fclm_train.model import FCLMConfig
 from fclm_train.model.testing import make_image_processor
@@ -36,6 +36,16 @@ def test_qwen_patches_equal_the_processor(H, W, side):
     torch.testing.assert_close(patches, reference["pixel_values"], atol=1e-5, rtol=0)
     assert image_token_count(H, W, side, 14, 2) == grid[1] * grid[2] // 4
     assert max(h, w) in range(side - 28, side + 29)  # long side ~ side, rounded to the 28-px merge grid
+
+
+def test_smart_resize_is_the_processors():
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as reference
+
+    rng = np.random.default_rng(0)
+    for h, w in [*rng.integers(1, 3000, (300, 2)).tolist(), (10, 1999), (1024, 1024), (28, 28)]:
+        if max(h, w) / min(h, w) <= 200:
+            for low, high in ((3136, 1052**2), (28 * 28 * 4, 92**2), (56 * 56, 14 * 14 * 4 * 1280)):
+                assert smart_resize(h, w, 28, low, high) == tuple(reference(h, w, 28, low, high)), (h, w)
 
 
 @pytest.mark.parametrize("H,W,side", SIZES + [(7, 9, 64)])

@@ -155,3 +155,19 @@ def test_checkpoint_layout_and_round_trip(tmp_path, mixed_build):
         assert resumed.step == 3 and resumed.loader.state.batches == 6
     finally:
         resumed.cleanup()
+
+
+def test_init_from_takes_the_weights_only(tmp_path, mixed_build, stage2_build):
+    stage1 = Trainer(tiny_config(tmp_path / "stage1", [str(mixed_build)], max_steps=2)).run()
+    weights = load_file(stage1 / "step-000002" / "model.safetensors")
+    stage2 = Trainer(tiny_config(tmp_path / "stage2", [str(stage2_build)], stage=2, init_from=str(stage1)))
+    stage2.setup()
+    try:
+        state = stage2.model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in weights.items())
+        assert stage2.step == 0 and stage2.loader.state.batches == 0 and not stage2.optimizer.state
+        trainable = {n.split(".")[0] for n, p in stage2.model.named_parameters() if p.requires_grad}
+        assert trainable == {"qwen"}  # stage 2: the LLM only
+        assert not any(p.requires_grad for p in stage2.model.qwen.model.visual.parameters())
+    finally:
+        stage2.cleanup()
