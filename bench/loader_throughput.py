@@ -137,8 +137,9 @@ class LisaStyleReferSeg(torch.utils.data.Dataset):
             chw = torch.from_numpy(image.copy()).permute(2, 0, 1)
             patches, grid = qwen_patches(chw, image.shape[:2], SIDE, 14, 2, 2)
             frame, _ = sam_frame(chw, image.shape[:2], SIDE)
-            return {"image": frame, "clip": patches, "grid": grid, "masks": torch.stack([mask_to_frame(m, SIDE) for m in masks]),
-                    "questions": questions, "answers": answers}  # fmt: skip
+            frames = torch.stack([mask_to_frame(m, SIDE) for m in masks])
+            return {"image": frame, "clip": patches, "grid": grid, "masks": frames, "questions": questions,
+                    "answers": answers}  # fmt: skip
         clip = self.clip.preprocess(image, return_tensors="pt")["pixel_values"][0]
         sam = self._sam_view(image)
         return {"image": sam, "clip": clip, "masks": torch.from_numpy(np.stack(masks)), "questions": questions,
@@ -309,8 +310,8 @@ def main() -> None:
                                                           "runs": runs}  # fmt: skip
     for label, (root, shards) in (("1x", (small_root, small_shards)), (f"{args.grow}x", (big_root, big_shards))):
         annotations = sum((root / "refer_seg" / d / "instances.json").stat().st_size for d in REFER)
-        results["scaling"][label] = {"annotation_bytes": annotations, **{
-            name: first_batch_in_child(name, root, shards, args) for name in ("ours", "lisa", "lisa->fclm")}}  # fmt: skip
+        loaders = {name: first_batch_in_child(name, root, shards, args) for name in ("ours", "lisa", "lisa->fclm")}
+        results["scaling"][label] = {"annotation_bytes": annotations, **loaders}
     if args.json:
         print(json.dumps(results, indent=1))
     report(results, args)
@@ -325,7 +326,8 @@ def report(results: dict, args) -> None:
         ours = results["throughput"][f"ours@{workers}"]["samples_per_s"]
         print(f"{name:<12}{workers:>8}{row['samples_per_s']:>12.2f}{row['per_worker']:>12.2f}"
               f"{ours / row['samples_per_s']:>10.2f}x")  # fmt: skip
-    print(f"\ntime to first batch, memory per worker after {args.memory_batches} more batches (2 workers, fresh process)")
+    print(f"\ntime to first batch, memory per worker after {args.memory_batches} more batches "
+          "(2 workers, each loader in a fresh process)")
     print(f"{'set':<6}{'annotations':>13}{'loader':>12}{'first batch s':>15}{'worker RSS MiB':>16}"
           f"{'worker USS MiB':>16}{'main RSS MiB':>14}")  # fmt: skip
     for label, row in results["scaling"].items():

@@ -49,7 +49,8 @@ class MetricsLogger:
         eta = elapsed / done * (self.total_steps - r["step"]) if done > 0 else math.nan
         skipped = f" | skipped steps {r['skipped_steps']}" if r.get("skipped_steps") else ""
         return (f"step {r['step']}/{self.total_steps} | loss {r['loss']:.4f} ({parts}) | lr {r['lr']:.3g} | "
-                f"grad {r['grad_norm']:.3g} | {r['samples_per_s']:.2f} samples/s | ETA {_clock(eta)}{skipped}")  # fmt: skip
+                f"grad {r['grad_norm']:.3g} | {r['samples_per_s']:.2f} samples/s | "
+                f"ETA {_clock(eta)}{skipped}")  # fmt: skip
 
     def info(self, message: str) -> None:
         if self.enabled:

@@ -142,8 +142,9 @@ class Trainer:
                            pin_memory=self.info.device.type == "cuda")  # fmt: skip
 
     def _resume(self, step_dir: Path) -> None:
+        fsdp = self.cfg.distributed == "fsdp" and self.info.distributed
         state, loader_state = load_training_state(step_dir, self.model, self.optimizer, self.scheduler, self.info,
-                                                  fsdp=self.cfg.distributed == "fsdp" and self.info.distributed)  # fmt: skip
+                                                  fsdp=fsdp)  # fmt: skip
         self.loader.load_state_dict(loader_state)
         self.step, self.samples, self.skipped_steps = state["step"], state["samples"], state["skipped_steps"]
 
@@ -283,5 +284,6 @@ def _sum_counts(per_rank: list[dict[str, int]]) -> dict[str, int]:
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if nested else value
     return merged

@@ -139,7 +139,8 @@ class Encoder:
             return self._with_pixels(raw, meta, views, texts)
         except Exception as exc:  # a corrupt image must not stop a training run: skip, count, say so once
             if not self.skipped["decode_error"]:
-                log.warning("skipping %s: %s: %s (further decode errors are only counted)", key, type(exc).__name__, exc)
+                log.warning("skipping %s: %s: %s (further decode errors are only counted)", key,
+                            type(exc).__name__, exc)
             self.skipped["decode_error"] += 1
             return None
 

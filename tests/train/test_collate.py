@@ -119,7 +119,9 @@ def test_ignore_regions_reach_the_batch(encoded, tiny_tokenizer, tiny_cfg):
     assert inputs.seg_ignore is not None and torch.equal(inputs.seg_ignore[0], expected)
 
 
-def test_over_long_and_malformed_samples_are_skipped_and_counted(stage2_build, mixed_build, tiny_tokenizer, encoder_config):
+def test_over_long_and_malformed_samples_are_skipped_and_counted(
+    stage2_build, mixed_build, tiny_tokenizer, encoder_config
+):  # fmt: skip
     raw = raw_samples(mixed_build)[0]
     short = Encoder(tiny_tokenizer, EncoderConfig(**{**vars(encoder_config), "max_length": 50}))
     assert short(raw) is None and short.skipped == {"too_long": 1}

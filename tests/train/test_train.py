@@ -67,7 +67,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, stage2_b
         for key in ("loss", "lm_loss", "mask_loss", "recon_loss", "latent_loss", "lr", "grad_norm", "samples"):
             assert record[key] == reference[record["step"]][key], key
     assert reference[4]["latent_loss"] > 0  # paired samples reached the consistency loss
-    a, b = load_file(full / "step-000004" / "model.safetensors"), load_file(resumed_out / "step-000004" / "model.safetensors")
+    a, b = (load_file(run / "step-000004" / "model.safetensors") for run in (full, resumed_out))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

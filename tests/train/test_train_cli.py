@@ -53,7 +53,8 @@ def test_build_then_train_then_load(data_root: Path, tmp_path: Path, tiny_tokeni
     torch.manual_seed(0)  # the trainer's seed: the same initial weights
     initial = build_fclm(cfg, tokenizer=tiny_tokenizer).eval()
     encoder = EncoderConfig(side=cfg.image_long_side, region_text=cfg.region_token_text)
-    loader = ShardLoader([resolve_shard_set(str(shards))], tokenizer, encoder, LoaderConfig(num_workers=0, micro_batch_size=4))
+    config = LoaderConfig(num_workers=0, micro_batch_size=4)
+    loader = ShardLoader([resolve_shard_set(str(shards))], tokenizer, encoder, config)
     with torch.no_grad():
         for batch in itertools.islice(loader, 2):
             assert float(trained_model(batch.inputs).loss) < float(initial(batch.inputs).loss)
