@@ -4,10 +4,10 @@ The extractor always receives a binary mask; how much of the region it reveals d
 
 * ``mask`` -- the region's mask.
 * ``box`` -- the filled box ``regions[i].bbox``.
-* ``point`` -- a disc around each of ``regions[i].points`` (around one seeded foreground pixel when the sample
-  carries no points; the current builders never write any).
-* ``scribble`` -- a polyline through ``regions[i].points`` (through three seeded foreground pixels, ordered along
-  the region's long axis, when there are none), drawn thick and clipped to the region (the region itself when
+* ``point`` -- a disc around each of ``regions[i].points`` (``fclm-data build --visual-prompt point`` writes the
+  mask pixel nearest the centroid; around one seeded foreground pixel when a sample carries no points).
+* ``scribble`` -- a polyline through ``regions[i].points`` (the builder writes 8 mask pixels top to bottom;
+  through three seeded foreground pixels, ordered along the region's long axis, when there are none), drawn thick and clipped to the region (the region itself when
   the clipped stroke is empty), so a scribble never marks background.
 
 A prompt that would be empty on the frame (a point outside the image) falls back to the region's mask.
