@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from fclm_data.errors import Reject, RejectRecord
 from fclm_data.images import DEFAULT_MAX_PIXELS, ImageData, ImageLocation, read_first_image, safe_relpath
-from fclm_data.schema import Sample
+from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn, View
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,37 @@ class Source:
             if path.is_file():
                 return ImageLocation(safe_relpath(rel), None, path.stat().st_size)
         return None
+
+    def new_sample(
+        self,
+        *,
+        key: str,
+        image: ImageData,
+        provenance: Provenance,
+        regions: list[Region],
+        conversations: list[Turn],
+        region_inputs: list[int],
+        seg_targets: list[int],
+        templates: list[str],
+        pair: View | None = None,
+    ) -> Sample:
+        """A sample of this source on ``image``: the fields every source fills the same way are filled here.
+
+        ``visual_prompt`` is left at ``mask``: the builder applies the build's variant to every sample.
+        """
+        return Sample(
+            key=key,
+            source=self.name,
+            task=self.task,
+            provenance=provenance,
+            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            regions=regions,
+            conversations=conversations,
+            region_inputs=region_inputs,
+            seg_targets=seg_targets,
+            pair=pair,
+            templates=templates,
+        )
 
     def load_index_file(self, rel: str, result: IndexResult, expect: type | None = None) -> Any:
         """An annotation file for ``index()``, or None after recording why it is unusable.

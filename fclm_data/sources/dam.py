@@ -25,7 +25,7 @@ from fclm_data.errors import Reject
 from fclm_data.images import ImageLocation, check_image_bytes, read_range, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn, View
+from fclm_data.schema import Provenance, Region, Turn, View
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.templates import dlres_query, pick, with_image
@@ -143,10 +143,8 @@ class DamSource(Source):
         q_id, question = pick("dlc_question", options.seed, key)
         dq_id, dlres_template = pick("dlres_question", options.seed, key)
         da_id, answer = pick("dlres_answer", options.seed, key)
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(
                 split="train",
                 image_id=str(region.get("img_id", "")),
@@ -154,7 +152,7 @@ class DamSource(Source):
                 source_file=p["tar"],
                 repeat=repeat,
             ),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=[Region(mask=rle, bbox=box, label=_text_or_none(region.get("category")), caption=caption)],
             conversations=[Turn("user", with_image(question)), Turn("assistant", caption)],
             region_inputs=[0],
@@ -167,7 +165,6 @@ class DamSource(Source):
                 region_inputs=[],
                 seg_targets=[0],
             ),
-            visual_prompt=options.visual_prompt,
             templates=[q_id, dq_id, da_id],
         )
         return Built(sample, image)

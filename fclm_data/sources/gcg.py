@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, safe_relpath
 from fclm_data.masks import merge_rles, nonempty_region_mask, segmentation_to_rle
-from fclm_data.schema import IMAGE_TOKEN, REGION_TOKEN, SEG_TOKEN, ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import IMAGE_TOKEN, REGION_TOKEN, SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.templates import GCG_PHRASE, pick, with_image
@@ -206,12 +206,10 @@ class GcgSource(Source):
             raise Reject("no_regions", f"no grounded phrase has a usable mask ({reasons})", self.ann_path)
         qid, question = self._question(key, options.seed)
         tagged = [tuple(ph["span"]) for ph in kept if ph["span"] is not None]  # untagged ones come last
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(self.split, p["image_id"], [ph["ann"] for ph in kept], self.ann_path, repeat),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=regions,
             conversations=[
                 Turn("user", with_image(question)),
@@ -219,7 +217,6 @@ class GcgSource(Source):
             ],
             region_inputs=[],
             seg_targets=list(range(len(tagged))),
-            visual_prompt=options.visual_prompt,
             templates=[qid],
         )
         index_drops = [(record, Reject(code, detail, self.ann_path)) for record, code, detail in p["drops"]]

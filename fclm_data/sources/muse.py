@@ -50,7 +50,7 @@ from typing import Any
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size, read_image, read_range, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
-from fclm_data.schema import SEG_TOKEN, ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.seeding import stable_index, stable_uniform
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
@@ -138,10 +138,8 @@ class MuseSource(Source):
         regions = [self._region(obj, i, image.height, image.width, p) for i, obj in enumerate(objects)]
         q_id, q_template = self._question_template(options.seed, key)
         answer, answer_ids = _answer_text(text_answer, objects, options.seed, key, self.rephrased_rate)
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(
                 split=self.split,
                 image_id=meta["id"],
@@ -149,7 +147,7 @@ class MuseSource(Source):
                 source_file=self.annotations,
                 repeat=repeat,
             ),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=regions,
             conversations=[
                 Turn("user", with_image(q_template.replace("{sent}", question))),
@@ -157,7 +155,6 @@ class MuseSource(Source):
             ],
             region_inputs=[],
             seg_targets=list(range(len(regions))),
-            visual_prompt=options.visual_prompt,
             templates=[q_id, *answer_ids],
         )
         return Built(sample, image)

@@ -39,7 +39,7 @@ from typing import Any
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.sources.osprey_tags import CANONICAL_TAG, render_inline, render_listed, repair_tags
@@ -144,17 +144,14 @@ class _OspreySource(Source):
         """``order``: the 0-based annotation index of each of ``regions``."""
         turns[0] = Turn("user", with_image(turns[0].content))
         ann_ids = [p["regions"][str(i)]["ann_id"] for i in order]
-        return Sample(
+        return self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance("train", p["image_id"], ann_ids, self.ann_file, repeat),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=regions,
             conversations=turns,
             region_inputs=region_inputs,
             seg_targets=[],
-            visual_prompt=options.visual_prompt,
             templates=templates,
         )
 

@@ -37,7 +37,7 @@ from typing import Any
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
@@ -115,19 +115,16 @@ class _RocSource(Source):
             answer = render_label(region.label, self.label_style)
             turns += [Turn("user", with_image(question) if n == 0 else question), Turn("assistant", answer)]
             templates.append(template_id)
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(
                 self.split, p["image_id"], [str(anns[i]["ann_id"]) for i, _ in chosen], source_file, repeat
             ),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=[region for _, region in chosen],
             conversations=turns,
             region_inputs=list(range(len(chosen))),
             seg_targets=[],
-            visual_prompt=options.visual_prompt,
             templates=templates,
         )
         return Built(sample, image, dropped)

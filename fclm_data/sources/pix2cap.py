@@ -39,7 +39,7 @@ from PIL import Image
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size, safe_relpath
 from fclm_data.masks import encode_mask, nonempty_region_mask
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
@@ -171,10 +171,8 @@ class Pix2CapSource(Source):
             text = dlres_query(question, region.caption)
             turns += [Turn("user", with_image(text) if n == 0 else text), Turn("assistant", answer)]
             templates += [q_id, a_id]
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(
                 split=self.split,
                 image_id=p["image_id"],
@@ -182,12 +180,11 @@ class Pix2CapSource(Source):
                 source_file=self._path(self.ann_file),
                 repeat=repeat,
             ),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=regions,
             conversations=turns,
             region_inputs=[],
             seg_targets=list(range(len(regions))),
-            visual_prompt=options.visual_prompt,
             templates=templates,
         )
         return Built(sample, image, dropped)

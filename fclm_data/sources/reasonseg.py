@@ -52,7 +52,7 @@ import numpy as np
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size
 from fclm_data.masks import decode_rle, encode_mask, nonempty_region_mask, polygons_to_rle, rle_area
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_index, stable_uniform
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
@@ -187,10 +187,8 @@ class ReasonSegSource(Source):
         mode = self._mode(p["explanation"], options.seed, key)
         turns, templates = self._conversation(text, p["is_sentence"], p["explanation"], mode, options.seed, key)
         regions = [] if mode == "text" else [self._region(p, image.height, image.width, text)]
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(
                 split=self.split,
                 image_id=unit.image_ref,
@@ -198,12 +196,11 @@ class ReasonSegSource(Source):
                 source_file=p["json"],
                 repeat=repeat,
             ),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=regions,
             conversations=turns,
             region_inputs=[],
             seg_targets=[0] if regions else [],
-            visual_prompt=options.visual_prompt,
             templates=templates,
         )
         return Built(sample, image)

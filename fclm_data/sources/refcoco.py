@@ -22,7 +22,7 @@ from fclm_data.errors import Reject
 from fclm_data.images import expect_size, join_checked
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
@@ -130,10 +130,8 @@ class RefCocoSource(Source):
             seg_targets.append(region_of_ref[ref["ref_id"]])
             templates += [qid, aid]
         used_refs = list(dict.fromkeys(ref["ref_id"] for ref, _, _ in chosen))
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance(
                 split=self.split,
                 image_id=str(image_meta["id"]),
@@ -141,12 +139,11 @@ class RefCocoSource(Source):
                 source_file=self.refs_file,
                 repeat=repeat,
             ),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=regions,
             conversations=turns,
             region_inputs=[],
             seg_targets=seg_targets,
-            visual_prompt=options.visual_prompt,
             templates=templates,
         )
         return Built(_drop_unused_regions(sample), image, dropped)

@@ -32,7 +32,7 @@ from typing import Any
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, safe_relpath
 from fclm_data.masks import box_to_rle, check_box, nonempty_region_mask, segmentation_to_rle, xywh_to_xyxy
-from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn
+from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
@@ -120,17 +120,14 @@ class _VgSource(Source):
             text = question + REGION_CAPTION_SUFFIX
             turns += [Turn("user", with_image(text) if n == 0 else text), Turn("assistant", entry["caption"])]
             templates.append(template_id)
-        sample = Sample(
+        sample = self.new_sample(
             key=key,
-            source=self.name,
-            task=self.task,
             provenance=Provenance("train", str(meta["id"]), [str(e["ann_id"]) for e, _ in chosen], self.file, repeat),
-            image=ImageInfo(image.file_name, image.width, image.height, image.sha256),
+            image=image,
             regions=[region for _, region in chosen],
             conversations=turns,
             region_inputs=list(range(len(chosen))),
             seg_targets=[],
-            visual_prompt=options.visual_prompt,
             templates=templates,
         )
         return Built(sample, image, dropped)
