@@ -139,13 +139,15 @@ def load_model_state(path: Path) -> dict[str, torch.Tensor]:
 
 def _save_tokenizer(tokenizer, directory: Path) -> str:
     """'files' when a transformers tokenizer was saved, else the kind to rebuild ('tiny' / 'offline_qwen')."""
-    from .data.tokenizer import OfflineQwenTokenizer, save_tokenizer
+    from .data.tokenizer import OfflineQwenTokenizer, save_tokenizer, tiny_tokenizer
 
     if isinstance(tokenizer, OfflineQwenTokenizer):
         return "offline_qwen"
-    if len(tokenizer) < 1000:  # the byte-level test tokenizer: rebuilt exactly from code
+    # the byte-level test tokenizer is rebuilt exactly from code; any other small vocabulary is saved as files
+    if len(tokenizer) < 1000 and tokenizer.get_vocab() == tiny_tokenizer().get_vocab():
         return "tiny"
-    save_tokenizer(tokenizer, directory)
+    if not save_tokenizer(tokenizer, directory):
+        raise TypeError(f"{type(tokenizer).__name__} cannot be saved with the checkpoint (no save_pretrained)")
     return "files"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fclm_data.synthetic.scenes import Scene, make_scene
+from fclm_data.synthetic.scenes import Scene, SceneSpec, make_scene
 
 #: COCO 2014 train names carry the split; 2017 names are the bare zero-padded id.
 COCO_2014 = "coco/train2014/COCO_train2014_{id:012d}.jpg"
@@ -20,6 +20,7 @@ class SynthContext:
     seed: int = 0
     scale: int = 1
     image_size: tuple[int, int] = (320, 240)
+    scene_spec: SceneSpec | None = None  #: scene difficulty; None = the demo scenes
     _coco: dict[int, Scene] = field(default_factory=dict)
 
     def rng(self, family: str) -> np.random.Generator:
@@ -36,14 +37,17 @@ class SynthContext:
         ids here), which is what makes train/eval leakage across sources possible.
         """
         if image_id not in self._coco:
-            rng = np.random.default_rng([self.seed, 104729, image_id])
-            scene = make_scene(rng, *self.image_size)
+            scene = self.scene(np.random.default_rng([self.seed, 104729, image_id]))
             data = scene.jpeg_bytes()
             split2017 = "train" if image_id % 2 == 0 else "val"
             for rel in (COCO_2014.format(id=image_id), COCO_2017[split2017].format(id=image_id)):
                 self.write_bytes(rel, data)
             self._coco[image_id] = scene
         return self._coco[image_id]
+
+    def scene(self, rng: np.random.Generator) -> Scene:
+        """A scene of this root's size and difficulty."""
+        return make_scene(rng, *self.image_size, spec=self.scene_spec)
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
         path = self.root / rel

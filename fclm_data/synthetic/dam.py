@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 
 from fclm_data.synthetic import register_generator
 from fclm_data.synthetic.context import SynthContext
-from fclm_data.synthetic.scenes import Scene, make_scene
+from fclm_data.synthetic.scenes import Scene
 
 #: subset -> (images per tar, tars, counts as bytes?)
 SUBSETS = {"COCOStuff": (6, 1, False), "Mapillary": (4, 1, True), "OpenImages": (5, 1, False), "SAM": (4, 2, False)}
@@ -49,19 +49,22 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_subset(ctx: SynthContext, subset: str) -> None:
-    per_tar, tars, as_bytes = SUBSETS[subset]
+def write_subset(ctx: SynthContext, subset: str, per_tar: int | None = None, tars: int | None = None) -> None:
+    """One subset's tars; ``per_tar`` / ``tars`` override :data:`SUBSETS` (``per_tar`` is then not scaled)."""
+    default_per_tar, default_tars, as_bytes = SUBSETS[subset]
+    tars = default_tars if tars is None else tars
+    per_tar = ctx.count(default_per_tar) if per_tar is None else per_tar
     serial = 0
     for t in range(tars):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            for _ in range(ctx.count(per_tar)):
+            for _ in range(per_tar):
                 if subset == "COCOStuff":
                     img_id = COCO_FIRST_ID + serial
                     scene, image_name = ctx.coco_image(img_id), f"{img_id:012d}.jpg"
                 else:
                     img_id = serial
-                    scene = make_scene(np.random.default_rng([ctx.seed, len(subset), serial]), *ctx.image_size)
+                    scene = ctx.scene(np.random.default_rng([ctx.seed, len(subset), serial]))
                     image_name = f"{subset.lower()}_{serial:06d}.jpg"
                 key = f"{t:04d}{serial:06d}"
                 add_member(tar, f"{key}.jpg", scene.jpeg_bytes())

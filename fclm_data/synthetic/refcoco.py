@@ -22,8 +22,10 @@ DATASETS = {
 }
 
 
-def write_refer_dataset(ctx: SynthContext, dataset: str) -> None:
-    split_by, split_sizes, first_id = DATASETS[dataset]
+def write_refer_dataset(ctx: SynthContext, dataset: str, split_sizes: dict[str, int] | None = None) -> None:
+    """One refer dataset; ``split_sizes`` (split -> images, scaled by ``ctx.scale``) overrides :data:`DATASETS`."""
+    split_by, default_sizes, first_id = DATASETS[dataset]
+    split_sizes = default_sizes if split_sizes is None else split_sizes
     rng = ctx.rng(f"refer/{dataset}")
     images, annotations, refs = [], [], []
     image_id = first_id

@@ -3,7 +3,8 @@
 The generators in this package write these scenes in the *official release formats* (COCO
 folders, refer pickles, Describe-Anything tars, ...), so tests, the README demo and benchmarks
 exercise the real readers without downloading anything. Captions are built from the attributes,
-which makes the data learnable (the learnability benchmark trains on it).
+which makes the data learnable (the learnability benchmark trains on it); :class:`SceneSpec` sets how hard a
+scene is (object count, palette, sizes, noise, whether objects may share colour and shape).
 """
 
 from __future__ import annotations
@@ -27,7 +28,31 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "rectangle")
 TEXTURES = ("plain", "striped", "dotted")
+SIZES = ("small", "medium", "large")
 CATEGORY_IDS = {shape: i + 1 for i, shape in enumerate(SHAPES)}
+#: object radius as a fraction of the image's short side, per size
+RADIUS = {"small": 0.07, "medium": 0.12, "large": 0.18}
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """How hard a scene is. The defaults are the toolkit's demo scenes (byte-identical to before the spec)."""
+
+    min_objects: int = 1
+    max_objects: int = 4
+    colours: tuple[str, ...] = tuple(COLOURS)  #: the palette objects draw from
+    shapes: tuple[str, ...] = SHAPES
+    textures: tuple[str, ...] = TEXTURES
+    sizes: tuple[str, ...] = SIZES
+    radius_scale: float = 1.0  #: multiplies :data:`RADIUS` (larger objects are easier to segment)
+    noise: float = 6.0  #: std of the background's pixel noise
+    #: what no two objects of a scene share: "colour+shape" (so "the red circle" is never ambiguous), "colour"
+    #: (a colour names one object), or None
+    unique: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.unique not in (None, "colour", "colour+shape"):
+            raise ValueError(f"unique must be None, 'colour' or 'colour+shape', got {self.unique!r}")
 
 
 @dataclass
@@ -90,12 +115,12 @@ def _polygon(shape: str, cx: float, cy: float, r: float, aspect: float) -> list[
     return [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry)]
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+def _background(rng: np.random.Generator, width: int, height: int, noise: float = 6.0) -> Image.Image:
     """Smooth gradient plus mild noise: JPEG sizes resemble photos more than a flat fill does."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = rng.uniform(60, 190, size=3)
     tilt = rng.uniform(-0.15, 0.15, size=(3, 2))
-    channels = [base[c] + tilt[c, 0] * x + tilt[c, 1] * y + rng.normal(0, 6, (height, width)) for c in range(3)]
+    channels = [base[c] + tilt[c, 0] * x + tilt[c, 1] * y + rng.normal(0, noise, (height, width)) for c in range(3)]
     return Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
 
 
@@ -111,22 +136,25 @@ def _texture(draw: ImageDraw.ImageDraw, obj: SceneObject, colour: tuple[int, int
                 draw.ellipse([dx - 1.5, dy - 1.5, dx + 1.5, dy + 1.5], fill=dark)
 
 
-def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240, max_objects: int = 4) -> Scene:
-    """A scene of 1..max_objects non-overlapping shapes on a textured background."""
-    image = _background(rng, width, height)
+def make_scene(
+    rng: np.random.Generator, width: int = 320, height: int = 240, max_objects: int = 4, spec: SceneSpec | None = None
+) -> Scene:
+    """A scene of 1..max_objects non-overlapping shapes on a textured background (``spec`` overrides both)."""
+    spec = spec or SceneSpec(max_objects=max_objects)
+    image = _background(rng, width, height, spec.noise)
     canvas = Image.new("RGB", (width, height))
     canvas.paste(image)
     objects: list[SceneObject] = []
     boxes: list[tuple[float, float, float, float]] = []
-    n = int(rng.integers(1, max_objects + 1))
+    n = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     short = min(width, height)
     for _ in range(n * 6):
         if len(objects) == n:
             break
-        size = str(rng.choice(["small", "medium", "large"]))
-        r = short * {"small": 0.07, "medium": 0.12, "large": 0.18}[size]
+        size = str(rng.choice(list(spec.sizes)))
+        r = short * RADIUS[size] * spec.radius_scale
         cx, cy = rng.uniform(r + 2, width - r - 2), rng.uniform(r + 2, height - r - 2)
-        shape = str(rng.choice(SHAPES))
+        shape = str(rng.choice(list(spec.shapes)))
         points = _polygon(shape, cx, cy, r, float(rng.uniform(1.3, 1.7)))
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         box = (min(xs), min(ys), max(xs), max(ys))
@@ -134,12 +162,14 @@ def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240, ma
             continue
         if any(not (box[2] < b[0] - 3 or box[0] > b[2] + 3 or box[3] < b[1] - 3 or box[1] > b[3] + 3) for b in boxes):
             continue
+        colour = str(rng.choice(list(spec.colours)))
+        if _clashes(spec.unique, colour, shape, objects):
+            continue
         boxes.append(box)
-        colour = str(rng.choice(list(COLOURS)))
         obj = SceneObject(
             shape=shape,
             colour=colour,
-            texture=str(rng.choice(TEXTURES)),
+            texture=str(rng.choice(list(spec.textures))),
             size=size,
             polygon=[round(v, 2) for p in points for v in p],
             box=[round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
@@ -154,3 +184,12 @@ def make_scene(rng: np.random.Generator, width: int = 320, height: int = 240, ma
         canvas.paste(layer, (0, 0), shape_mask)
         objects.append(obj)
     return Scene(width, height, objects, canvas)
+
+
+def _clashes(unique: str | None, colour: str, shape: str, objects: list[SceneObject]) -> bool:
+    """Whether a new object would break the spec's uniqueness rule."""
+    if unique == "colour":
+        return any(o.colour == colour for o in objects)
+    if unique == "colour+shape":
+        return any(o.colour == colour and o.shape == shape for o in objects)
+    return False

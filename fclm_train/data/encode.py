@@ -117,6 +117,15 @@ class ChatTemplate:
             labels += [IGNORE_INDEX] * len(self.newline)
         return ids, labels
 
+    def prompt(self, turns: list[dict], n_image_tokens: int) -> list[int]:
+        """Generation prompt: ``turns`` as :meth:`encode` writes them, then the assistant head (inference).
+
+        The ids are a prefix of what :meth:`encode` gives for ``turns`` + an assistant answer, so a model sees at
+        inference exactly the tokens it was trained on up to the answer.
+        """
+        ids, _ = self.encode(turns, n_image_tokens)
+        return ids + self.heads["assistant"]
+
 
 class Encoder:
     """Raw shard sample (``{"__key__", "json", "jpg" | "png"}``) -> :class:`EncodedSample`, or None if skipped."""
@@ -174,17 +183,15 @@ class Encoder:
         if list(original) != [meta["image"]["height"], meta["image"]["width"]]:
             self.skipped["image_size"] += 1
             return None
-        pixel_values, grid = qwen_patches(image, original, cfg.side, cfg.patch_size, cfg.merge_size,
-                                          cfg.temporal_patch_size)  # fmt: skip
-        frame, sam_size = sam_frame(image, original, cfg.side)
-        masks = _RegionMasks(meta, cfg.side, sam_size[0] / original[0])
+        pixel_values, grid, frame, sam_size = image_tensors(image, original, cfg)
+        masks = RegionMasks(meta, cfg.side, sam_size[0] / original[0])
         rows = [self._row(view, ids, labels, masks) for view, (ids, labels) in zip(views, texts)]
         return EncodedSample(
             key=meta["key"], source=meta["source"], rows=rows, pixel_values=pixel_values, grid=grid,
             sam_image=frame, sam_size=sam_size, original_size=original, pairs=_pairs(rows),
         )  # fmt: skip
 
-    def _row(self, view: dict, ids: list[int], labels: list[int], masks: "_RegionMasks") -> EncodedRow:
+    def _row(self, view: dict, ids: list[int], labels: list[int], masks: "RegionMasks") -> EncodedRow:
         return EncodedRow(
             input_ids=ids, labels=labels,
             region_masks=[masks.prompt(i) for i in view["region_inputs"]],
@@ -194,8 +201,25 @@ class Encoder:
         )  # fmt: skip
 
 
-class _RegionMasks:
-    """Decodes each region's RLE once per sample and derives target, ignore and prompt masks on the frame."""
+def image_tensors(
+    image: torch.Tensor, original: tuple[int, int], config: EncoderConfig
+) -> tuple[torch.Tensor, tuple[int, int, int], torch.Tensor, tuple[int, int]]:  # fmt: skip
+    """(3, h, w) uint8 image -> (Qwen patches, (t, h, w) grid, (3, S, S) SAM frame, pre-pad (h, w)).
+
+    The one place that turns pixels into model inputs, for training and inference alike.
+    """
+    pixel_values, grid = qwen_patches(image, original, config.side, config.patch_size, config.merge_size,
+                                      config.temporal_patch_size)  # fmt: skip
+    frame, sam_size = sam_frame(image, original, config.side)
+    return pixel_values, grid, frame, sam_size
+
+
+class RegionMasks:
+    """Decodes each region's RLE once per sample and derives target, ignore and prompt masks on the frame.
+
+    ``meta`` needs ``key``, ``visual_prompt`` and ``regions`` (schema regions); inference builds such a dict
+    from a user's mask, box or point so that its prompt masks are drawn exactly as in training.
+    """
 
     def __init__(self, meta: dict, side: int, scale: float) -> None:
         self.meta, self.side, self.scale = meta, side, scale

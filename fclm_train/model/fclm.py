@@ -108,8 +108,7 @@ class FCLMModel(nn.Module):
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, inputs: FCLMInputs) -> FCLMOutput:
         ids = self.token_ids
-        region_ids = tuple(t for t, on in ((ids.mask, self.region_extractor.use_mask_token),
-                                           (ids.pos, self.region_extractor.use_pos_token)) if on)  # fmt: skip
+        region_ids = self.region_token_ids
         if self.validate_inputs:
             inputs.validate(ids.image, region_ids, ids.seg)
         seg_sel, recon_sel = self._choose_objects(inputs)
@@ -139,6 +138,41 @@ class FCLMModel(nn.Module):
             num_lm_tokens=n_tokens, seg_index=seg_sel, seg_logits=decoded[0], recon_index=recon_sel,
             recon_logits=decoded[1],
         )  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------- inference
+    def prompt_embeddings(self, inputs: FCLMInputs):
+        """Steps 2-4 of :meth:`forward` before the LLM, for generation (``fclm_train.infer``).
+
+        Returns ``(embeds, image_features)``: the (B, T, D) input embeddings with ``<mask>`` / ``<pos>``
+        spliced in, and the Qwen ViT output to hand to the LLM as ``mm_encoder_outputs={"image": ...}``.
+        Only what the extractor needs is encoded by SAM here; [SEG] masks come from :meth:`decode_masks`.
+        """
+        ids = self.token_ids
+        if self.validate_inputs:
+            inputs.validate(ids.image, self.region_token_ids, ids.seg)
+        nothing = torch.zeros(0, dtype=torch.long, device=inputs.input_ids.device)
+        embeddings = self._sam_embeddings(inputs, nothing, nothing)
+        image_features, maps = qwen_image_features(self.qwen.model, inputs.pixel_values, inputs.image_grid_thw)
+        tokens, _ = self._region_tokens(inputs, maps, embeddings)
+        embeds = self.qwen.get_input_embeddings()(inputs.input_ids)  # (B, T, D)
+        return splice_region_tokens(embeds, inputs.input_ids, ids, tokens.mask, tokens.pos), image_features
+
+    def decode_masks(self, hidden: torch.Tensor, rows: torch.Tensor, sam_images: torch.Tensor) -> torch.Tensor:
+        """(K, D) mask-query hidden states, each decoded against its row's image -> (K, 4g, 4g) low-res logits.
+
+        The same projection and SAM decoder call as training's [SEG] path (step 5 of :meth:`forward`).
+        """
+        unique = sorted(set(rows.tolist()))
+        encoded = self.sam_encoder(sam_images[unique]) if unique else None  # (n, C, g, g)
+        embeddings = {b: encoded[i] for i, b in enumerate(unique)}
+        return self.mask_decoder(self.mask_decoder.project(hidden), rows, embeddings)
+
+    @property
+    def region_token_ids(self) -> tuple[int, ...]:
+        """The token ids a ``<region>`` becomes (``<mask>``, ``<pos>`` or both, per the extractor)."""
+        ids = self.token_ids
+        return tuple(t for t, on in ((ids.mask, self.region_extractor.use_mask_token),
+                                     (ids.pos, self.region_extractor.use_pos_token)) if on)  # fmt: skip
 
     def _choose_objects(self, inputs: FCLMInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded choice of <= max_objects [SEG] targets and regions per row (paper §S1.1: five)."""

