@@ -1,6 +1,6 @@
 """Learnability benchmark: can FCLM's full path learn synthetic scenes on a CPU, with and without consistency?
 
-    python -m bench.learnability.run --out runs/learnability               # both variants, ~25 min on 2 cores
+    python -m bench.learnability.run --out runs/learnability               # both variants, ~20 min on 2 cores
     python -m bench.learnability.run --out /tmp/l --variants consistency --max-steps 300
     python -m bench.learnability.run --out /tmp/l --smoke                  # a few steps: the path runs end to end
 
@@ -35,7 +35,7 @@ import torch
 from .attributes import SCORED, attribute_hits
 from .generate import Difficulty, SplitSize, generate_split
 
-#: A CPU-sized FCLM (overrides of the ``tiny`` preset, whose byte-level tokenizer it keeps): a 4-layer,
+#: A CPU-sized FCLM (overrides of the ``tiny`` preset; the tokenizer is ``BenchConfig.tokenizer``): a 4-layer,
 #: 128-wide LLM; the frame (Qwen input and SAM) at 128 px, SAM patches of 8 px, so masks decode on a 64 x 64 grid.
 LEARNABILITY_MODEL: dict[str, Any] = {
     "image_long_side": 128,
@@ -55,14 +55,14 @@ class BenchConfig:
     heldout_sizes: SplitSize = field(default_factory=lambda: SplitSize(dam=60, refcoco=40, paco=0))
     difficulty: Difficulty = field(default_factory=Difficulty)
     model: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(LEARNABILITY_MODEL)))
-    max_steps: int = 1200
+    max_steps: int = 1800  #: ~10 CPU-minutes of training on 2 cores (1,200 steps took 380 s)
     micro_batch_size: int = 4  #: samples per step (a DLC + DL-RES pair counts once)
     lr: float = 2e-3
     num_workers: int = 1
     threads: int = 2
     eval_batch_size: int = 16
     eval_limit: int | None = None  #: held-out samples per task (None: all)
-    max_new_tokens: int = 200  #: a caption is ~140 byte tokens
+    max_new_tokens: int = 200  #: a caption is ~30 word tokens (~140 with the byte tokenizer)
     #: no system turn: Qwen's default one is 9 words that every row would repeat
     system_prompt: str | None = None
     #: "words": the BPE fitted to the scenes' language (``tokenizer.py``); "bytes": the tiny preset's tokenizer
