@@ -170,12 +170,13 @@ class GcgSource(Source):
     """
 
     split: str = "train"
+    ann_file: str = ""  #: annotation file under the data root; ``{split}`` is filled in
     image_dir: str = ""  #: image folder under the data root; ``{split}`` is filled in
     task: ClassVar[str] = "gcg"
 
     @property
     def ann_path(self) -> str:
-        raise NotImplementedError
+        return self.ann_file.format(split=self.split)
 
     def required_paths(self) -> list[str]:
         return [self.ann_path, self.image_root]
@@ -184,9 +185,15 @@ class GcgSource(Source):
     def image_root(self) -> str:
         return self.image_dir.format(split=self.split)
 
-    def _load(self, result: IndexResult) -> Any:
-        """The annotation JSON, or None after recording why it is unusable."""
-        return self.load_index_file(self.ann_path, result)
+    def _load(self, result: IndexResult, container: type = list) -> Any:
+        """The annotation JSON, or None after recording why it is unusable (unreadable, or not a ``container``)."""
+        data = self.load_index_file(self.ann_path, result)
+        if data is None or isinstance(data, container):
+            return data
+        exc = Reject("malformed_annotation",
+                     f"{self.ann_path} holds a {type(data).__name__}, not a {container.__name__}")  # fmt: skip
+        result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
+        return None
 
     def _question(self, key: str, seed: int) -> tuple[str, str]:
         return pick("gcg_question", seed, key)
@@ -290,18 +297,10 @@ class GranDfSource(GcgSource):
     #: image ids are COCO ids parsed from the file names (OpenPSG) instead of the record's / the stem
     coco_image_ids: bool = False
 
-    @property
-    def ann_path(self) -> str:
-        return self.ann_file.format(split=self.split)
-
     def index(self) -> IndexResult:
         result = IndexResult([], [], self.missing_paths())
         records = self._load(result)
         if records is None:
-            return result
-        if not isinstance(records, list):
-            exc = Reject("malformed_annotation", f"{self.ann_path} holds a {type(records).__name__}, not a list")
-            result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
             return result
         seen: dict[str, int] = {}
         for position, record in enumerate(records):

@@ -56,16 +56,12 @@ class FlickrGcgSource(GcgSource):
     min_caption_words: int = 3
     min_image_side: int = 32
 
-    @property
-    def ann_path(self) -> str:
-        return self.ann_file.format(split=self.split)
-
     def index(self) -> IndexResult:
         result = IndexResult([], [], self.missing_paths())
-        data = self._load(result)
+        data = self._load(result, dict)
         if data is None:
             return result
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
+        if not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
             exc = Reject("malformed_annotation", f"{self.ann_path} lacks 'images'/'annotations' lists")
             result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
             return result

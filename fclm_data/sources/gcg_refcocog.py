@@ -48,18 +48,10 @@ class RefCocogGcgSource(GcgSource):
     #: write the answer in lower case, as GLaMM does (it lowercases the caption it tags)
     lowercase_caption: bool = False
 
-    @property
-    def ann_path(self) -> str:
-        return self.ann_file.format(split=self.split)
-
     def index(self) -> IndexResult:
         result = IndexResult([], [], self.missing_paths())
         data = self._load(result)
         if data is None:
-            return result
-        if not isinstance(data, list):
-            exc = Reject("malformed_annotation", f"{self.ann_path} holds a {type(data).__name__}, not a list")
-            result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
             return result
         seen: dict[str, int] = {}
         for record_id, record in _records(data):

@@ -321,6 +321,23 @@ def test_malformed_and_missing_files_are_one_reject(data_root: Path, tmp_path: P
     assert not missing.units and not missing.rejects and f"{ANN}/flickr_mergedGT_GCG_train.json" in missing.missing
 
 
+
+@pytest.mark.parametrize(
+    ("source", "file", "content", "expected"),
+    [("grandf", "GranDf_HA_GCG_train.json", "{}", "holds a dict, not a list"),
+     ("refcocog_gcg", "RefCOCOg_GCG_train.json", '"text"', "holds a str, not a list"),
+     ("flickr30k_gcg", "flickr_mergedGT_GCG_train.json", "[]", "holds a list, not a dict"),
+     ("flickr30k_gcg", "flickr_mergedGT_GCG_train.json", '{"images": []}', "lacks 'images'/'annotations'")],
+)  # fmt: skip
+def test_wrong_top_level_container_is_one_reject(
+    data_root: Path, tmp_path: Path, source: str, file: str, content: str, expected: str
+) -> None:  # fmt: skip
+    shutil.copytree(data_root, tmp_path / "root")
+    (tmp_path / "root" / ANN / file).write_text(content)
+    result = get_source(source, tmp_path / "root").index()
+    assert not result.units and [r.code for r in result.rejects] == ["malformed_annotation"]
+    assert expected in result.rejects[0].detail and result.rejects[0].file == f"{ANN}/{file}"
+
 def test_span_helpers() -> None:
     caption = "A man rides a horse; a man waves."
     assert check_span(caption, "a man", [0, 5]) == (0, 5)  # case differs: accepted
