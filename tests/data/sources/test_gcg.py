@@ -321,7 +321,6 @@ def test_malformed_and_missing_files_are_one_reject(data_root: Path, tmp_path: P
     assert not missing.units and not missing.rejects and f"{ANN}/flickr_mergedGT_GCG_train.json" in missing.missing
 
 
-
 @pytest.mark.parametrize(
     ("source", "file", "content", "expected"),
     [("grandf", "GranDf_HA_GCG_train.json", "{}", "holds a dict, not a list"),
@@ -337,6 +336,7 @@ def test_wrong_top_level_container_is_one_reject(
     result = get_source(source, tmp_path / "root").index()
     assert not result.units and [r.code for r in result.rejects] == ["malformed_annotation"]
     assert expected in result.rejects[0].detail and result.rejects[0].file == f"{ANN}/{file}"
+
 
 def test_span_helpers() -> None:
     caption = "A man rides a horse; a man waves."
