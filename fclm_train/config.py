@@ -111,7 +111,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, body: dict[str, Any]) -> TrainConfig:
         """Nested dict (YAML recipe) -> config; unknown keys raise ``TypeError`` naming them."""
         body = dict(body)
         optim = OptimConfig(**_tuples(OptimConfig, body.pop("optim", {}) or {}))

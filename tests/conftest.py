@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import build
 
 from fclm_data.synthetic import generate_data_root
-from helpers import build
 
 
 @pytest.fixture(scope="session")

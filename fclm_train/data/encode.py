@@ -191,7 +191,7 @@ class Encoder:
             sam_image=frame, sam_size=sam_size, original_size=original, pairs=_pairs(rows),
         )  # fmt: skip
 
-    def _row(self, view: dict, ids: list[int], labels: list[int], masks: "RegionMasks") -> EncodedRow:
+    def _row(self, view: dict, ids: list[int], labels: list[int], masks: RegionMasks) -> EncodedRow:
         return EncodedRow(
             input_ids=ids, labels=labels,
             region_masks=[masks.prompt(i) for i in view["region_inputs"]],

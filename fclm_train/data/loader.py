@@ -32,8 +32,9 @@ import logging
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -72,7 +73,7 @@ class LoaderBatch:
     keys: list[str]
     num_samples: int
 
-    def pin_memory(self) -> "LoaderBatch":
+    def pin_memory(self) -> LoaderBatch:
         """Called by the DataLoader's pinning thread (``pin_memory=True`` on CUDA)."""
         self.inputs = pin(self.inputs)
         return self
@@ -95,7 +96,7 @@ class LoaderState:
                 "skipped": {str(k): v for k, v in self.skipped.items()}}  # fmt: skip
 
     @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> "LoaderState":
+    def from_dict(cls, body: dict[str, Any]) -> LoaderState:
         return cls(seed=body["seed"], world_size=body["world_size"], num_workers=body["num_workers"],
                    batches=body["batches"], consumed={int(k): v for k, v in body["consumed"].items()},
                    skipped={int(k): v for k, v in body.get("skipped", {}).items()})  # fmt: skip

@@ -20,9 +20,9 @@ import math
 import random
 import re
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 _WEIGHT = re.compile(r"^(?P<pattern>.+?):(?P<weight>\d+(?:\.\d*)?|\.\d+)$")
 

@@ -72,7 +72,7 @@ class Counted:
     def __init__(self, source: Iterator[Raw]) -> None:
         self.source, self.count = source, 0
 
-    def __iter__(self) -> "Counted":
+    def __iter__(self) -> Counted:
         return self
 
     def __next__(self) -> Raw:

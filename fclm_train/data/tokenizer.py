@@ -16,8 +16,9 @@ the FCLM tokens to it like to a transformers tokenizer).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 #: Qwen2.5-VL's added tokens in id order from 151643 (``tokenizer_config.json`` of Qwen2.5-VL-*-Instruct;
 #: torchtune's ``QWEN2_5_SPECIAL_TOKENS`` lists the same ids).

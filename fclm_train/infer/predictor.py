@@ -34,7 +34,15 @@ from fclm_train.model import FCLMModel
 from .generate import GenerationConfig, decode_masks, forced_seg_hidden, generate
 from .prompts import PromptTemplates
 from .requests import (
-    ImageInput, LoadedImage, Query, RegionInput, Request, RequestBuilder, collate_requests, image_bytes, load_image,
+    ImageInput,
+    LoadedImage,
+    Query,
+    RegionInput,
+    Request,
+    RequestBuilder,
+    collate_requests,
+    image_bytes,
+    load_image,
     region_from_input,
 )  # fmt: skip
 
@@ -89,7 +97,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **kwargs
-    ) -> "Predictor":  # fmt: skip
+    ) -> Predictor:  # fmt: skip
         """A checkpoint step or run directory; the system prompt and JPEG decoding follow its training run."""
         from fclm_train.checkpoint import load_model, resolve_checkpoint
 

@@ -14,7 +14,12 @@ from pathlib import Path
 import torch
 
 from .config import (
-    FCLMConfig, LLMConfig, LossConfig, MaskDecoderConfig, RegionExtractorConfig, SamConfig,
+    FCLMConfig,
+    LLMConfig,
+    LossConfig,
+    MaskDecoderConfig,
+    RegionExtractorConfig,
+    SamConfig,
 )  # fmt: skip
 from .fclm import FCLMModel, FCLMOutput
 from .inputs import FCLMInputs

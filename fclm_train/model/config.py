@@ -192,7 +192,7 @@ class FCLMConfig:
         return {"both": "<mask><pos>", "mask": "<mask>", "pos": "<pos>"}[self.region_extractor.tokens]
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "FCLMConfig":
+    def preset(cls, name: str, **overrides: Any) -> FCLMConfig:
         """``tiny`` / ``3b`` / ``7b``; ``overrides`` are nested dicts merged over the preset."""
         presets = {"tiny": _tiny, "3b": _qwen_3b, "7b": _qwen_7b}
         if name not in presets:
@@ -204,7 +204,7 @@ class FCLMConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> "FCLMConfig":
+    def from_dict(cls, body: dict[str, Any]) -> FCLMConfig:
         """Inverse of :meth:`to_dict` (YAML recipes); unknown keys raise ``TypeError``."""
         nested = {f.name: f.type for f in dataclasses.fields(cls)}
         parts = {"llm": LLMConfig, "sam": SamConfig, "region_extractor": RegionExtractorConfig,

@@ -48,7 +48,7 @@ class FCLMInputs:
     def batch_size(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device | str) -> "FCLMInputs":
+    def to(self, device: torch.device | str) -> FCLMInputs:
         """Move every tensor (non-blocking where pinned)."""
         moved = {}
         for f in dataclasses.fields(self):

@@ -66,7 +66,7 @@ class SamImageEncoder(nn.Module):
         self.chunk_size = chunk_size  # images per encoder call; bounds activation memory for region crops
         self.encoder.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "SamImageEncoder":
+    def train(self, mode: bool = True) -> SamImageEncoder:
         return super().train(False)  # frozen: never in training mode
 
     @torch.no_grad()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import build
 
 # Tiny ops gain nothing from intra-op threads, and on a shared 2-core machine two threads thrash.

@@ -10,7 +10,14 @@ import torch
 from PIL import Image
 
 from fclm_train.data.vision import (
-    image_token_count, mask_to_frame, open_image, qwen_grid_size, qwen_patches, resize, sam_frame, smart_resize,
+    image_token_count,
+    mask_to_frame,
+    open_image,
+    qwen_grid_size,
+    qwen_patches,
+    resize,
+    sam_frame,
+    smart_resize,
 )  # fmt: skip
 from fclm_train.model import FCLMConfig
 from fclm_train.model.testing import make_image_processor

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,10 +24,14 @@ from fclm_train.eval.embedders import embedding_similarity
 from fclm_train.eval.gcg import GcgEvaluator, parse_gcg_output
 from fclm_train.eval.roc import RocMeter
 from fclm_train.eval.run import (
-    SegmentationTask, evaluate, evaluate_dlc_bench, iter_raw_samples, sample_entry, segmentation_view,
+    SegmentationTask,
+    evaluate,
+    evaluate_dlc_bench,
+    iter_raw_samples,
+    sample_entry,
+    segmentation_view,
 )  # fmt: skip
 from fclm_train.eval.segmentation import SegmentationMeter
-from helpers import build
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import read_samples
 from PIL import Image
 
 from fclm_data.masks import decode_rle
 from fclm_data.visual_prompts import interior_point
 from fclm_train.data.encode import Encoder
 from fclm_train.infer import region_from_input
-from helpers import read_samples
 
 
 @pytest.fixture(scope="module")
