@@ -23,7 +23,7 @@ from PIL import Image
 
 from fclm_data.errors import Reject
 from fclm_data.images import check_image_bytes
-from fclm_data.masks import decode_rle, rle_area
+from fclm_data.masks import check_rle, decode_rle, rle_area
 from fclm_data.schema import validate_sample
 
 IMAGE_EXTS = ("jpg", "png")
@@ -136,7 +136,7 @@ def _check_masks(key: str, sample: dict) -> list[str]:
     problems = []
     for i, region in enumerate(sample["regions"]):
         try:
-            mask = decode_rle(region["mask"])
+            mask = decode_rle(check_rle(region["mask"]))  # a damaged RLE must not reach pycocotools
             if int(mask.sum()) != rle_area(region["mask"]) or not mask.any():
                 problems.append(f"{key}: region {i} mask is empty or decodes inconsistently")
         except Exception as exc:

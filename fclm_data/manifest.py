@@ -5,7 +5,8 @@
 * ``rejects.jsonl``: one line per rejected record or dropped annotation: source, record, file,
   code, detail, stage.
 * ``manifest.parquet``: one row per sample (key, shard, byte offset and size, source, task, image
-  id, number of regions, template ids).
+  id, number of regions, template ids, sha256 of the JSON member, the EXIF orientation tag the
+  image carried before it was neutralised).
 * ``shardindex.json``: webdataset's ``wids`` shard index (``wids-shard-index-v1``).
 * ``README.md``: an HF dataset card whose ``dataset_info.features`` lets ``load_dataset(OUT)``
   read any mix of samples (see :func:`fclm_data.schema.hf_features`).
@@ -143,13 +144,14 @@ def _write_parquet(path: Path, results: list[Any]) -> None:
     rows = [row for r in results for row in r.rows]
     columns = (
         "key", "shard", "offset", "size", "entry", "source", "task", "image_id", "image_ext", "image_sha256", "num_regions",
-        "templates",
+        "templates", "json_sha256", "exif_orientation",
     )  # fmt: skip
     schema = pa.schema(
         [
             ("key", pa.string()), ("shard", pa.string()), ("offset", pa.int64()), ("size", pa.int64()),
             ("entry", pa.string()), ("source", pa.string()), ("task", pa.string()), ("image_id", pa.string()), ("image_ext", pa.string()),
             ("image_sha256", pa.string()), ("num_regions", pa.int32()), ("templates", pa.list_(pa.string())),
+            ("json_sha256", pa.string()), ("exif_orientation", pa.int32()),
         ]
     )  # fmt: skip
     table = pa.table({c: [row[c] for row in rows] for c in columns}, schema=schema)

@@ -29,7 +29,7 @@ def encode_mask(mask: np.ndarray) -> RLE:
 
 
 def decode_rle(rle: RLE) -> np.ndarray:
-    """Compressed RLE (str or bytes counts) -> (H, W) uint8 array of {0, 1}."""
+    """Compressed RLE (str or bytes counts) -> (H, W) uint8 array of {0, 1} (trusted RLEs; see check_rle)."""
     counts = rle["counts"]
     coco = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     return mask_utils.decode(coco)
@@ -60,9 +60,42 @@ def polygons_to_rle(polygons: Any, height: int, width: int) -> RLE:
             raise Reject("bad_polygon", f"polygon {i} is not a flat list of finite numbers")
         if len(coords) % 2 or len(coords) < 6:
             raise Reject("bad_polygon", f"polygon {i} has {len(coords)} coordinates (needs >= 3 points, even count)")
+        _check_window(coords[0::2], coords[1::2], height, width, f"polygon {i}")
         cleaned.append(coords.tolist())
     rles = mask_utils.frPyObjects(cleaned, height, width)
     return _to_ascii(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
+
+
+#: How far (in image sizes) a coordinate may lie outside the image. pycocotools rasterises polygons
+#: on a 5x grid in 32-bit ints: coordinates around 1e9 crash the process (SIGSEGV), and a far-away
+#: vertex costs time and memory along its whole edge. Real annotations overshoot by a few pixels.
+COORD_WINDOW = 1.0
+
+
+def _check_window(xs: np.ndarray, ys: np.ndarray, height: int, width: int, what: str) -> None:
+    """Reject coordinates further than COORD_WINDOW image sizes outside the image (before pycocotools)."""
+    if height <= 0 or width <= 0:
+        raise Reject("malformed_annotation", f"{what}: image size {height}x{width} is not positive")
+    lo_x, hi_x = -COORD_WINDOW * width, (1 + COORD_WINDOW) * width
+    lo_y, hi_y = -COORD_WINDOW * height, (1 + COORD_WINDOW) * height
+    if xs.min() < lo_x or xs.max() > hi_x or ys.min() < lo_y or ys.max() > hi_y:
+        raise Reject(
+            "bad_polygon",
+            f"{what} has coordinates outside x in [{lo_x:g}, {hi_x:g}], y in [{lo_y:g}, {hi_y:g}] "
+            f"(x {xs.min():g}..{xs.max():g}, y {ys.min():g}..{ys.max():g}) for a {width}x{height} image",
+        )
+
+
+def _check_uncompressed(counts: list, height: int, width: int) -> list[int]:
+    """Uncompressed RLE counts must be non-negative ints that tile h*w (pycocotools trusts them)."""
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts):
+        raise Reject("malformed_annotation", "uncompressed RLE counts are not all integers")
+    runs = [int(c) for c in counts]
+    if any(c < 0 for c in runs) or sum(runs) != height * width:
+        raise Reject(
+            "malformed_annotation", f"uncompressed RLE counts do not tile the declared size {[height, width]}"
+        )
+    return runs
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> RLE:
@@ -78,16 +111,39 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> RLE:
     if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
         raise Reject("malformed_annotation", f"segmentation is neither polygons nor RLE: {str(segmentation)[:80]}")
     size = segmentation["size"]
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or [int(size[0]), int(size[1])] != [height, width]:
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) for v in size):
+        raise Reject("malformed_annotation", f"RLE size {str(size)[:40]} is not [height, width] integers")
+    if [int(size[0]), int(size[1])] != [height, width]:
         raise Reject("mask_size_mismatch", f"RLE size {size} != image [h, w] [{height}, {width}]")
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        return _to_ascii(mask_utils.frPyObjects(segmentation, height, width))
+        runs = _check_uncompressed(counts, height, width)
+        return _to_ascii(mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width))
     if isinstance(counts, (str, bytes)):
-        rle = _to_ascii({"size": size, "counts": counts})
+        try:
+            rle = _to_ascii({"size": [height, width], "counts": counts})
+        except UnicodeDecodeError as exc:
+            raise Reject("malformed_annotation", "RLE counts bytes are not ASCII") from exc
         _check_decodable(rle)
         return rle
     raise Reject("malformed_annotation", f"RLE counts of type {type(counts).__name__}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) or (
+        isinstance(value, float) and value.is_integer()
+    )
+
+
+def check_rle(rle: Any) -> RLE:
+    """A compressed RLE read from an untrusted place (a shard): checked before any pycocotools call."""
+    if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str):
+        raise Reject("malformed_annotation", "mask is not an RLE with string counts")
+    size = rle.get("size")
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) and v >= 0 for v in size):
+        raise Reject("malformed_annotation", f"RLE size {str(size)[:40]} is not [height, width]")
+    _check_decodable(rle)
+    return rle
 
 
 def _check_decodable(rle: RLE) -> None:
@@ -149,6 +205,7 @@ def rle_bbox(rle: RLE) -> list[float]:
 def box_to_rle(box_xyxy: Sequence[float], height: int, width: int) -> RLE:
     """Filled box -> RLE, rasterised the way pycocotools rasterises COCO boxes."""
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    _check_window(np.array([x0, x1]), np.array([y0, y1]), height, width, f"box {[x0, y0, x1, y1]}")
     rle = mask_utils.frPyObjects(np.array([[x0, y0, x1 - x0, y1 - y0]], dtype=np.float64), height, width)[0]
     return _to_ascii(rle)
 
@@ -163,6 +220,8 @@ def check_box(box_xyxy: Sequence[float], height: int, width: int) -> list[float]
     if len(box_xyxy) != 4 or not all(isinstance(v, Real) for v in box_xyxy):
         raise Reject("malformed_annotation", f"box {list(box_xyxy)} is not 4 numbers")
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        raise Reject("malformed_annotation", f"box {[x0, y0, x1, y1]} has a non-finite coordinate")
     cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
     if not (cx1 - cx0 >= 1.0 and cy1 - cy0 >= 1.0):
         raise Reject("bbox_outside_image", f"box {[x0, y0, x1, y1]} is empty or outside the {width}x{height} image")

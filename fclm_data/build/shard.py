@@ -134,18 +134,26 @@ class _HashingFile:
 
 
 def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
+    """Everything one record goes through before its bytes hit the tar; any failure is its reject."""
     try:
-        built = source.build(planned.unit, planned.key, planned.repeat, options)
+        return _convert(source, planned, options)
     except Reject:
         raise
+    except UnicodeEncodeError as exc:  # e.g. a lone surrogate in a caption: the JSON cannot be UTF-8
+        raise Reject("bad_text", f"text cannot be encoded as UTF-8 ({exc.reason} at position {exc.start})") from exc
     except Exception as exc:  # a converter bug must not stop the build, nor lose the record silently
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         raise Reject("unexpected_error", f"{detail} (at {_last_frame(exc)})") from exc
+
+
+def _convert(source: Source, planned: PlannedSample, options: BuildOptions):
+    built = source.build(planned.unit, planned.key, planned.repeat, options)
     sample = apply_visual_prompt(built.sample, options.visual_prompt).to_dict()
     problems = validate_sample(sample)
     if problems:
         raise Reject("invalid_sample", "; ".join(problems[:3]))
-    members = [(f"{planned.key}.{built.image.ext}", built.image.data), (f"{planned.key}.json", encode_sample(sample))]
+    encoded = encode_sample(sample)
+    members = [(f"{planned.key}.{built.image.ext}", built.image.data), (f"{planned.key}.json", encoded)]
     row = {
         "key": planned.key,
         "entry": planned.entry,
@@ -154,6 +162,8 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
         "image_id": sample["provenance"]["image_id"],
         "image_ext": built.image.ext,
         "image_sha256": built.image.sha256,
+        "json_sha256": hashlib.sha256(encoded).hexdigest(),
+        "exif_orientation": built.image.exif_orientation,
         "num_regions": len(sample["regions"]),
         "templates": list(sample["templates"]),
     }

@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import ImageLocation, check_image_bytes, read_range, safe_relpath
+from fclm_data.images import ImageLocation, check_image_bytes, checked_path, read_range, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import Provenance, Region, Turn, View
@@ -130,7 +130,7 @@ class DamSource(Source):
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         p = unit.payload
-        tar_path = self.data_root / safe_relpath(p["tar"])
+        tar_path = checked_path(self.data_root, safe_relpath(p["tar"]))
         record = f"{p['tar']}#{p['key']}"
         region = _regions_of(safe_loads(read_range(tar_path, *p["pickle"]), f"{record}.pickle"))[p["region"]]
         member, offset, size = p["image"]
