@@ -8,6 +8,7 @@ goes on with the next record.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: Stable reason codes; the manifest counts rejections per source and code.
@@ -32,7 +33,16 @@ REASONS = {
     "eval_overlap": "the image also appears in an evaluation split (--exclude-eval)",
     "invalid_sample": "the converter produced a sample that violates the schema (a converter bug)",
     "unexpected_error": "the converter raised an unexpected exception on this record (a converter bug)",
+    "worker_crashed": "the build process died twice while building this record (e.g. a native-library crash)",
 }
+
+
+def deterministic(detail: str) -> str:
+    """Drop object addresses (``<... at 0x7f..>``): rejects.jsonl is byte-identical across runs."""
+    return _ADDRESS.sub("", detail) if " at 0x" in detail else detail
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass
@@ -46,6 +56,7 @@ class Reject(Exception):
     def __post_init__(self) -> None:
         if self.code not in REASONS:
             raise ValueError(f"unknown reject code {self.code!r}")
+        self.detail = deterministic(self.detail)
         super().__init__(f"{self.code}: {self.detail}")
 
 

@@ -59,7 +59,9 @@ def source_ledger(source_plan: Any, results: list[Any]) -> dict[str, Any]:
     }
 
 
-def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    plan: Any, results: list[Any], options: dict[str, Any], fingerprint: str | None = None
+) -> dict[str, Any]:
     results = sorted(results, key=lambda r: r.index)
     sources = {sp.name: source_ledger(sp, results) for sp in plan.sources}
     for name, ledger in sources.items():
@@ -96,7 +98,7 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
         },
         "shard_size": plan.shard_size,
         "warnings": plan.warnings,
-        "plan_fingerprint": plan.fingerprint(),
+        "plan_fingerprint": fingerprint or plan.fingerprint(),
         "options": options,
         "totals": totals,
         "sources": sources,
@@ -112,8 +114,10 @@ def reject_lines(plan: Any, results: list[Any]) -> list[dict]:
     return lines
 
 
-def write_outputs(out_dir: Path, plan: Any, results: list[Any], options: dict[str, Any]) -> dict[str, Any]:
-    manifest = build_manifest(plan, results, options)
+def write_outputs(
+    out_dir: Path, plan: Any, results: list[Any], options: dict[str, Any], fingerprint: str | None = None
+) -> dict[str, Any]:
+    manifest = build_manifest(plan, results, options, fingerprint)
     _atomic_write(
         out_dir / REJECTS, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in reject_lines(plan, results))
     )

@@ -8,11 +8,45 @@ when the Ray executor is used, so ``fclm-data --help`` stays fast and Ray stays 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 EXECUTORS = ("auto", "serial", "processes", "ray")
+
+
+@dataclass
+class TaskCrashed:
+    """A task whose worker process died (a native crash, the OOM killer): the driver retries it alone.
+
+    Yielded instead of a result. Every task in flight when a pool breaks is reported, innocent or
+    not, so crashes are attributed only by isolated reruns (:mod:`fclm_data.build.isolation`).
+    """
+
+    task: Any
+    error: str
+
+
+def watch_parent(parent: int | None = None, interval: float = 0.5) -> None:
+    """Worker initializer: exit when the parent process is gone (killed -9 leaves no one to stop us).
+
+    Pool workers block on a pipe whose write end they inherited themselves, so they would never
+    see EOF; a daemon thread polls the parent pid instead.
+    """
+    parent = parent or os.getppid()
+
+    def _watch() -> None:
+        import time
+
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=_watch, name="fclm-parent-watch", daemon=True).start()
 
 
 class Executor(Protocol):
@@ -46,17 +80,36 @@ class ProcessExecutor:
         self._pool: ProcessPoolExecutor | None = None  # kept across calls: indexing, then shards
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
-        pending: set = set()
+        """Results in completion order; a task whose worker died yields :class:`TaskCrashed`."""
+        pending: dict = {}
         for task in tasks:
-            pending.add(self._pool.submit(fn, task))
+            pending[self._submit(fn, task)] = task
             if len(pending) >= 2 * self.workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
+                yield from self._collect(pending)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
+            yield from self._collect(pending)
+
+    def _submit(self, fn: Callable[[Any], Any], task: Any) -> Any:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=watch_parent, initargs=(os.getpid(),))
+        try:
+            return self._pool.submit(fn, task)
+        except BrokenProcessPool:  # broken by a crash we have not collected yet: start a fresh pool
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return self._submit(fn, task)
+
+    def _collect(self, pending: dict) -> Iterator[Any]:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            task = pending.pop(future)
+            try:
+                yield future.result()
+            except BrokenProcessPool as exc:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+                yield TaskCrashed(task, f"worker process died ({exc})")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -97,15 +150,22 @@ class RayExecutor:
         ray = self._ray()
         remote = ray.remote(num_cpus=1, max_retries=2)(fn)
         limit = 2 * int(ray.cluster_resources().get("CPU", 1))
-        pending: list = []
+        pending: dict = {}
         for task in tasks:
-            pending.append(remote.remote(task))
+            pending[remote.remote(task)] = task
             if len(pending) >= limit:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield from ray.get(done)
+                yield from self._collect(ray, pending)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield from ray.get(done)
+            yield from self._collect(ray, pending)
+
+    def _collect(self, ray: Any, pending: dict) -> Iterator[Any]:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            task = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+                yield TaskCrashed(task, f"Ray worker died ({type(exc).__name__})")
 
     def close(self) -> None:
         """Shut down the cluster only if this executor started it (never a cluster it joined)."""
@@ -117,16 +177,19 @@ class RayExecutor:
 
 
 def make_executor(kind: str, workers: int = 1, ray_address: str | None = None, num_tasks: int = 0) -> Executor:
-    """``auto``: Ray when an address is given, processes when workers > 1 and there are >= 4 shards."""
+    """``auto``: Ray when an address is given, else worker processes (one by default).
+
+    ``auto`` never builds in the driver process: a native crash on one record then costs that
+    record (see :mod:`fclm_data.build.isolation`), not the build. ``serial`` builds in-process
+    (debuggers, profilers) and has no such protection.
+    """
     if kind not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
     if kind == "auto":
         if ray_address:
             kind = "ray"
-        elif workers > 1 and num_tasks >= 4:
-            kind = "processes"
         else:
-            kind = "serial"
+            kind = "processes"
     if kind == "serial":
         return SerialExecutor()
     if kind == "processes":

@@ -111,7 +111,15 @@ def select(
 def index_entry(task: tuple[int, str, str, dict[str, Any]]) -> tuple[int, IndexResult]:
     """Index one recipe entry (a picklable task, so entries index in parallel on any executor)."""
     position, name, data_root, options = task
-    return position, get_source(name, data_root, **options).index()
+    try:
+        return position, get_source(name, data_root, **options).index()
+    except Exception as exc:  # a reader bug or an input type it did not expect: one reject, not a crash
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        detail = f"indexing failed: {''.join(traceback.format_exception_only(type(exc), exc)).strip()} (at {where})"
+        return position, IndexResult([], [RejectRecord(name, "index", None, "unexpected_error", detail, "index")])
 
 
 def make_plan(

@@ -21,6 +21,7 @@ from typing import Any
 
 from fclm_data.build.plan import PlannedSample
 from fclm_data.errors import Reject, RejectRecord
+from fclm_data.images import trust_roots
 from fclm_data.schema import encode_sample, validate_sample
 from fclm_data.sources import BuildOptions, Source, get_source
 from fclm_data.visual_prompts import apply_visual_prompt
@@ -37,6 +38,8 @@ class ShardTask:
     samples: list[PlannedSample]
     options: BuildOptions
     plan_fingerprint: str
+    #: sample key -> why: records that killed their build process twice (rejected, not built)
+    crashed: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -73,6 +76,11 @@ def part_path(out_dir: Path, index: int) -> Path:
     return out_dir / PARTS_DIR / f"{shard_name(index)}.json"
 
 
+def journal_path(out_dir: Path, index: int) -> Path:
+    """The key of each record as its build starts: names the culprit when the process dies."""
+    return out_dir / PARTS_DIR / f"{shard_name(index)}.journal"
+
+
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = size, 0, 0o444
@@ -87,13 +95,18 @@ def build_shard(task: ShardTask) -> ShardResult:
     sources: dict[str, Source] = {}
     result = ShardResult(task.index, task.name, task.plan_fingerprint)
     tmp = out_dir / f"{task.name}.tmp"
+    trust_roots(Path(task.data_root), task.options.link_roots)
+    journal = _Journal(journal_path(out_dir, task.index))
     with _HashingFile(tmp) as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for planned in task.samples:
             counts = result.per_source.setdefault(planned.entry, {"written": 0, "rejected": 0})
-            if planned.entry not in sources:
-                options = task.source_options[planned.entry]
-                sources[planned.entry] = get_source(planned.source, task.data_root, **options)
             try:
+                if planned.key in task.crashed:
+                    raise Reject("worker_crashed", task.crashed[planned.key])
+                journal.starting(planned.key)
+                if planned.entry not in sources:
+                    options = task.source_options[planned.entry]
+                    sources[planned.entry] = get_source(planned.source, task.data_root, **options)
                 members, row, dropped = _build_one(sources[planned.entry], planned, task.options)
             except Reject as exc:
                 result.rejects.append(_reject_dict(planned, exc))
@@ -107,7 +120,25 @@ def build_shard(task: ShardTask) -> ShardResult:
             result.dropped.extend(dropped)
             counts["written"] += 1
     result.sha256, result.bytes = raw.digest.hexdigest(), raw.size
-    return _finish(tmp, out_dir / task.name, result)
+    finished = _finish(tmp, out_dir / task.name, result)
+    journal.close()
+    return finished
+
+
+class _Journal:
+    """Append-only, unbuffered: a record's key reaches the kernel before its build starts."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(exist_ok=True)
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def starting(self, key: str) -> None:
+        os.write(self._fd, key.encode() + b"\n")
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
 
 
 class _HashingFile:

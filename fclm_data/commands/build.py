@@ -49,7 +49,7 @@ def build(
     image_check: Annotated[
         str,
         typer.Option(
-            help="decode: decode every JPEG at 1/8 scale (catches truncation and most corruption) | markers: check the stream structure only (faster; catches truncation)."
+            help="decode: strict libjpeg-turbo decode at 1/8 scale, once per distinct image (catches truncation and corrupt data) | markers: check the stream structure only (faster; catches truncation)."
         ),
     ] = "decode",
     executor: Annotated[str, typer.Option(help="auto|serial|processes|ray")] = "auto",
@@ -58,6 +58,20 @@ def build(
         Optional[str], typer.Option(help="Join an existing Ray cluster (e.g. auto, ray://host:10001).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace shards of a different plan in --out.")] = False,
+    retry_rejects: Annotated[
+        bool, typer.Option(help="Rebuild finished shards that hold rejected records (after repairing inputs).")
+    ] = False,
+    allow_empty: Annotated[
+        bool, typer.Option(help="Exit 0 even when a recipe entry writes no sample.")
+    ] = False,
+    max_reject_fraction: Annotated[
+        Optional[float],
+        typer.Option(help="Exit 3 when an entry rejects more than this fraction of its records (0-1)."),
+    ] = None,
+    link_root: Annotated[
+        Optional[list[str]],
+        typer.Option("--link-root", help="A directory symlinks inside the data root may point into (repeatable)."),
+    ] = None,
     exclude_eval: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -70,7 +84,12 @@ def build(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest (or plan) as JSON on stdout.")] = False,
 ) -> None:
-    """Convert the releases under --data-root into WebDataset shards."""
+    """Convert the releases under --data-root into WebDataset shards.
+
+    Exit status: 0 built; 2 the build could not start (bad recipe, another build holds --out, foreign
+    plan); 3 built, but a recipe entry wrote no sample (--allow-empty) or rejected more than
+    --max-reject-fraction of its records.
+    """
     from fclm_data.build.run import BuildConfig, BuildError, plan_build, run_build
     from fclm_data.recipes import RecipeError, load_recipe, single_source_recipe
     from fclm_data.sources import BuildOptions
@@ -95,10 +114,11 @@ def build(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
         ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check),
         min_shards=None if shard_size is not None else 8 * ranks * loader_workers, exclude_eval=excluded,
+        retry_rejects=retry_rejects, link_roots=tuple(link_root or ()),
     )  # fmt: skip
     try:
         if dry_run:
-            _dry_run(plan_build(plan_recipe, config), as_json)
+            _dry_run(plan_build(plan_recipe, config), config.options, as_json)
             return
         manifest = _run_with_progress(plan_recipe, config, run_build)
     except BuildError as exc:
@@ -106,6 +126,29 @@ def build(
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(manifest, indent=1))
+    failures = quality_failures(manifest, allow_empty, max_reject_fraction)
+    for failure in failures:
+        stderr.print(f"[red]error:[/] {failure}")
+    if failures:
+        raise typer.Exit(3)
+
+
+def quality_failures(manifest: dict, allow_empty: bool, max_reject_fraction: float | None) -> list[str]:
+    """Entries that wrote nothing (unless allowed) or rejected too much: the build exits non-zero."""
+    failures = []
+    for name, s in manifest["sources"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["reject_reasons"].items(), key=lambda kv: -kv[1])[:3])
+        why = f" ({reasons}; see rejects.jsonl)" if reasons else (f" (missing: {', '.join(s['missing'])})" if s["missing"] else "")
+        if s["written"] == 0 and not allow_empty:
+            failures.append(f"{name} wrote 0 samples of {s['records']:,} records{why}; --allow-empty accepts this")
+            continue
+        lost = s["rejected"] + s["index_rejected"]
+        if max_reject_fraction is not None and s["records"] and lost / s["records"] > max_reject_fraction:
+            failures.append(
+                f"{name} rejected {lost:,} of {s['records']:,} records ({lost / s['records']:.1%} > "
+                f"--max-reject-fraction {max_reject_fraction:g}){why}"
+            )
+    return failures
 
 
 def _run_with_progress(plan_recipe, config, run_build):
@@ -123,8 +166,10 @@ def _run_with_progress(plan_recipe, config, run_build):
     return manifest
 
 
-def _dry_run(plan, as_json: bool) -> None:
+def _dry_run(plan, options, as_json: bool) -> None:
     from rich.table import Table
+
+    from fclm_data.build.run import build_fingerprint
 
     rows = [
         {
@@ -135,7 +180,7 @@ def _dry_run(plan, as_json: bool) -> None:
         for sp in plan.sources
     ]  # fmt: skip
     summary = {"recipe": plan.recipe.name, "seed": plan.recipe.seed, "samples": len(plan.samples),
-               "shards": len(plan.shards()), "shard_size": plan.shard_size, "plan_fingerprint": plan.fingerprint(),
+               "shards": len(plan.shards()), "shard_size": plan.shard_size, "plan_fingerprint": build_fingerprint(plan, options),
                "warnings": plan.warnings, "sources": rows}  # fmt: skip
     if as_json:
         typer.echo(json.dumps(summary, indent=1))

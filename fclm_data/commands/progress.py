@@ -41,6 +41,9 @@ class RichBuildProgress:
             self.console.print(f"resuming: {len(done)} shard(s) already finished")
         self.progress.start()
 
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]note:[/] {text}")
+
     def shard_done(self, result: Any) -> None:
         assert self.progress is not None
         for name, counts in result.per_source.items():

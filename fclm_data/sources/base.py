@@ -54,7 +54,9 @@ class BuildOptions:
     seed: int = 0
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     visual_prompt: str = "mask"
-    image_check: str = "decode"  #: "decode" (1/8-scale JPEG decode) | "markers" (structure only)
+    image_check: str = "decode"  #: "decode" (strict 1/8-scale libjpeg-turbo decode) | "markers" (structure only)
+    #: real paths symlinks under the data root may lead into (computed by the build; not in the fingerprint)
+    link_roots: tuple[str, ...] = ()
 
 
 @dataclass
