@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from fclm_data.coco import is_id, parse_coco, read_coco
 from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
@@ -61,25 +62,31 @@ class GranDfGcgEvalSource(GcgSource):
         if self.ann_path in result.missing or self.mask_path in result.missing:
             return result
         try:
-            captions = _coco_file(self.data_root, self.ann_path)
-            masks = _coco_file(self.data_root, self.mask_path)
+            captions_data = load_json_file(self.data_root, self.ann_path)
+            captions = parse_coco(captions_data, self.ann_path)
+            captions_raw = captions_data["images"]
+            masks = read_coco(self.data_root, self.mask_path)
         except Reject as exc:
             result.rejects.append(self.reject(exc.file or self.ann_path, exc, file=exc.file))
             return result
-        caption_anns, mask_anns = _by_image(captions["annotations"]), _by_image(masks["annotations"])
-        mask_images = {img.get("id"): img for img in masks["images"] if isinstance(img, dict)}
+        caption_anns, mask_anns = _by_image(captions.annotations), _by_image(masks.annotations)
+        result.rejects += [self.reject(label, exc, file=self.ann_path) for label, exc in captions.entry_rejects]
         seen: set[str] = set()
         uids: dict[str, int] = {}
-        for position, image in enumerate(captions["images"]):
+        for position, image in enumerate(captions_raw):
             image_id = image.get("id") if isinstance(image, dict) else None
-            label = f"image {image_id}" if image_id is not None else f"image #{position}"
+            if not is_id(image_id):
+                continue  # an entry rejected by the COCO reader
+            label = f"image {image_id}"
             try:
-                if not isinstance(image_id, (str, int)):
-                    raise Reject("malformed_annotation", "images[] entry has no str/int id")
+                if image_id in captions.duplicate_images:
+                    captions.image(image_id)  # raises duplicate_id: every entry of the id is ambiguous
                 if str(image_id) in seen:
-                    raise Reject("duplicate_id", f"image id {image_id} appears twice")
+                    raise Reject("duplicate_id", f"image id {image_id} appears twice (as a number and a string)")
                 seen.add(str(image_id))
-                size = size_of(image, label) or size_of(mask_images.get(image_id, {}), label)
+                if image_id in masks.duplicate_images:
+                    masks.image(image_id)
+                size = size_of(image, label) or size_of(masks.images.get(image_id, {}), label)
                 payload = self._payload(image, size, caption_anns.get(image_id, []), mask_anns.get(image_id, []), label)
             except Reject as exc:
                 result.rejects.append(self.reject(label, exc, file=self.ann_path))
@@ -129,13 +136,6 @@ def _caption_and_labels(caption_anns: list[dict], n_masks: int) -> tuple[str, li
     if not labels:
         raise Reject("no_regions", "the image has no GT phrase")
     return caption, labels
-
-
-def _coco_file(root, rel: str) -> dict:
-    data = load_json_file(root, rel)
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
-        raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations' lists", rel)
-    return data
 
 
 def _by_image(annotations: list) -> dict[Any, list[dict]]:

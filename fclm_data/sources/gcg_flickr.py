@@ -33,6 +33,7 @@ from numbers import Real
 from pathlib import PurePosixPath
 from typing import Any
 
+from fclm_data.coco import CocoFile, is_id, parse_coco
 from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
 from fclm_data.sources import register_source
@@ -61,12 +62,13 @@ class FlickrGcgSource(GcgSource):
         data = self._load(result, dict)
         if data is None:
             return result
-        if not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
-            exc = Reject("malformed_annotation", f"{self.ann_path} lacks 'images'/'annotations' lists")
+        try:
+            coco = parse_coco(data, self.ann_path)
+        except Reject as exc:
             result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
             return result
-        images = self._images(data["images"], result)
-        per_image = self._annotations(data["annotations"], images, result)
+        images = self._images(coco, result)
+        per_image = self._annotations(coco, result)
         seen: dict[str, int] = {}
         for image_id, image in images.items():
             label = f"image {image_id}"
@@ -80,35 +82,30 @@ class FlickrGcgSource(GcgSource):
         result.units.sort(key=lambda u: u.uid)
         return result
 
-    def _images(self, entries: list, result: IndexResult) -> dict[Any, dict]:
-        images: dict[Any, dict] = {}
-        for position, image in enumerate(entries):
-            image_id = image.get("id") if isinstance(image, dict) else None
-            label = f"image {image_id}" if image_id is not None else f"image #{position}"
-            if not isinstance(image_id, (int, str)):
-                exc = Reject("malformed_annotation", "images[] entry has no int/str 'id'")
-            elif image_id in images:
-                exc = Reject("duplicate_id", f"image id {image_id} appears twice")
-            else:
-                images[image_id] = image
-                continue
+    def _images(self, coco: CocoFile, result: IndexResult) -> dict[Any, dict]:
+        """The usable ``images[]`` entries; one reject per entry without an id or with a repeated id."""
+        for label, exc in coco.entry_rejects:
             result.rejects.append(self.reject(label, exc, file=self.ann_path))
-        return images
+        for image_id, times in coco.duplicate_images.items():
+            exc = Reject("duplicate_id", f"image id {image_id} appears {times} times (every entry is ambiguous)")
+            result.rejects += [self.reject(f"image {image_id}", exc, file=self.ann_path)] * times
+        return coco.images
 
-    def _annotations(self, entries: list, images: dict, result: IndexResult) -> dict[Any, tuple[list, list]]:
+    def _annotations(self, coco: CocoFile, result: IndexResult) -> dict[Any, tuple[list, list]]:
         """Annotations per image in file order, and per-image drops of repeated annotation ids."""
         per_image: dict[Any, tuple[list, list]] = {}
         seen: set = set()
-        for position, ann in enumerate(entries):
+        for position, ann in enumerate(coco.annotations):
             ann_id = ann.get("id") if isinstance(ann, dict) else None
-            label = f"annotation {ann_id if ann_id is not None else f'#{position}'}"
+            label = f"annotation {ann_id if is_id(ann_id) else f'#{position}'}"
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if not isinstance(ann_id, (int, str)):
+            exc = None
+            if not is_id(ann_id):
                 exc = Reject("malformed_annotation", "annotation is not a dict with an int/str 'id'")
-            elif not isinstance(image_id, (int, str)) or image_id not in images:
-                exc = Reject("malformed_annotation", f"annotation has unknown image_id {image_id!r}")
-            else:
-                exc = None
+            elif image_id in coco.duplicate_images if is_id(image_id) else False:
+                exc = Reject("duplicate_id", f"annotation of image id {image_id}, which appears more than once")
+            elif not is_id(image_id) or image_id not in coco.images:
+                exc = Reject("malformed_annotation", f"annotation has unknown image_id {image_id!r:.40}")
             if exc is not None:
                 result.rejects.append(self.reject(label, exc, file=self.ann_path))
                 continue

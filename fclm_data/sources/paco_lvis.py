@@ -34,6 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from fclm_data.coco import CocoFile, is_id, names_of, parse_coco
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
@@ -157,17 +158,23 @@ class PacoLvisSource(_RocSource):
             return IndexResult([], [], missing)
         try:
             data = load_json_file(self.data_root, self.ann_file)
-            images, annotations, names, part_names = _paco_tables(data, self.ann_file)
+            coco = parse_coco(data, self.ann_file, ("images", "annotations", "categories"))
+            if data.get("part_categories") is not None and not isinstance(data["part_categories"], list):
+                raise Reject("malformed_annotation", f"{self.ann_file} 'part_categories' is not a list", self.ann_file)
         except Reject as exc:
             return IndexResult([], [self.reject(self.ann_file, exc)], missing)
         result = IndexResult([], [], missing)
-        objects = {a.get("id"): a for a in annotations if isinstance(a, dict)}
+        result.rejects += [self.reject(label, exc, file=self.ann_file) for label, exc in coco.entry_rejects]
+        names = (coco.categories, names_of(data.get("part_categories") or []))
+        images: dict[Any, dict] = {}
         per_image: dict[int, list[dict]] = defaultdict(list)
         seen: set = set()
-        for pos, ann in enumerate(annotations):
+        for pos, ann in enumerate(coco.annotations):
             ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
+            ann_id = ann_id if is_id(ann_id) else f"#{pos}"
             try:
-                entry = _paco_entry(ann, ann_id, images, (names, part_names), objects, seen)
+                entry = _paco_entry(ann, ann_id, coco, names, seen)
+                images[ann["image_id"]] = _paco_image(coco.image_meta(ann["image_id"]))
             except Reject as exc:
                 result.rejects.append(self.reject(f"ann {ann_id}", exc, file=self.ann_file))
                 continue
@@ -193,51 +200,34 @@ class PacoLvisSource(_RocSource):
         return self._build(unit.payload, key, repeat, options, self.ann_file)
 
 
-def _paco_tables(data: Any, rel: str) -> tuple[dict[int, dict], list, dict[int, str], dict[int, str]]:
-    keys = ("images", "annotations", "categories")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in keys):
-        raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations'/'categories' lists", rel)
-    images = {}
-    for image in data["images"]:
-        try:
-            images[image["id"]] = {
-                "file_name": safe_relpath(image["file_name"]),
-                "height": int(image["height"]),
-                "width": int(image["width"]),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Reject("malformed_annotation", f"{rel}: image entry {str(image)[:80]} lacks {exc}", rel) from exc
-    return images, data["annotations"], _names(data["categories"]), _names(data.get("part_categories", []))
+def _paco_image(meta: dict) -> dict:
+    return {"file_name": meta["file_name"], "height": meta["height"], "width": meta["width"]}
 
 
-def _names(categories: Any) -> dict[int, str]:
-    return {c["id"]: c["name"] for c in categories if isinstance(c, dict) and isinstance(c.get("name"), str)}
-
-
-def _paco_entry(ann: Any, ann_id: Any, images: dict, names: tuple[dict, dict], objects: dict, seen: set) -> dict:
+def _paco_entry(ann: Any, ann_id: Any, coco: CocoFile, names: tuple[dict, dict], seen: set) -> dict:
     if not isinstance(ann, dict):
         raise Reject("malformed_annotation", f"annotation is a {type(ann).__name__}, not a dict")
     if ann_id in seen:
         raise Reject("duplicate_id", f"annotation id {ann_id} appears twice")
     seen.add(ann_id)
-    if ann.get("image_id") not in images:
-        raise Reject("malformed_annotation", f"image_id {ann.get('image_id')!r} is not in 'images'")
+    coco.image(ann.get("image_id"))  # missing or ambiguous image: this annotation's reject
     if not isinstance(ann.get("segmentation"), (dict, list)):
         raise Reject("malformed_annotation", "segmentation is missing")
-    return {"ann_id": ann_id, "name": _category_name(ann, names, objects), "segmentation": ann["segmentation"]}
+    return {"ann_id": ann_id, "name": _category_name(ann, names, coco), "segmentation": ann["segmentation"]}
 
 
-def _category_name(ann: dict, all_names: tuple[dict, dict], objects: dict) -> str:
+def _category_name(ann: dict, all_names: tuple[dict, dict], coco: CocoFile) -> str:
     """The release's category name; a part id found only in part_categories gets its object's name."""
     names, part_names = all_names
     category = ann.get("category_id")
-    if category in names:
+    if is_id(category) and category in names:
         return names[category]
-    part = part_names.get(category)
-    parent = objects.get(ann.get("obj_ann_id"))
-    if part is not None and parent is not None and parent.get("category_id") in names:
-        return f"{names[parent['category_id']]}:{part}"
-    detail = f"category_id {category!r} is in neither 'categories' nor (with obj_ann_id) 'part_categories'"
+    part = part_names.get(category) if is_id(category) else None
+    parent = coco.annotation(ann.get("obj_ann_id")) if part is not None and "obj_ann_id" in ann else None
+    parent_category = parent.get("category_id") if parent is not None else None
+    if part is not None and is_id(parent_category) and parent_category in names:
+        return f"{names[parent_category]}:{part}"
+    detail = f"category_id {category!r:.40} is in neither 'categories' nor (with obj_ann_id) 'part_categories'"
     raise Reject("malformed_annotation", detail)
 
 

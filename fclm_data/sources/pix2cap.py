@@ -36,13 +36,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fclm_data.coco import CocoFile, is_id, read_coco
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size, safe_relpath
 from fclm_data.masks import encode_mask, nonempty_region_mask
 from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
-from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.templates import dlres_query, pick, with_image
 
 
@@ -71,18 +72,15 @@ class Pix2CapSource(Source):
         if ann_rel in result.missing:
             return result
         try:
-            data = load_json_file(self.data_root, ann_rel)
-            if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-                raise Reject("malformed_annotation", f"{ann_rel} lacks an 'annotations' list", ann_rel)
+            coco = read_coco(self.data_root, ann_rel, require=("annotations",))
         except Reject as exc:
             return IndexResult([], [self.reject(ann_rel, exc, file=ann_rel)], result.missing)
-        images = {i["id"]: i for i in data.get("images") or [] if isinstance(i, dict) and "id" in i}
-        categories = {c["id"]: c.get("name") for c in data.get("categories") or [] if isinstance(c, dict) and "id" in c}
+        result.rejects += [self.reject(label, exc, file=ann_rel) for label, exc in coco.entry_rejects]
         seen: set = set()
-        for position, ann in enumerate(data["annotations"]):
+        for position, ann in enumerate(coco.annotations):
             record = f"image {ann.get('image_id')}" if isinstance(ann, dict) else f"annotation #{position}"
             try:
-                entry = self._entry(ann, images, categories, seen)
+                entry = self._entry(ann, coco, seen)
             except Reject as exc:
                 result.rejects.append(self.reject(record, exc, file=ann_rel))
                 continue
@@ -90,12 +88,12 @@ class Pix2CapSource(Source):
         result.units.sort(key=lambda u: u.uid)
         return result
 
-    def _entry(self, ann: Any, images: dict, categories: dict, seen: set) -> dict:
+    def _entry(self, ann: Any, coco: CocoFile, seen: set) -> dict:
         """Validate one annotation; return the compact image entry its units carry."""
         if not isinstance(ann, dict) or not isinstance(ann.get("segments_info"), list):
             raise Reject("malformed_annotation", "annotation lacks a 'segments_info' list")
         image_id, png = ann.get("image_id"), ann.get("file_name")
-        if not isinstance(image_id, (int, str)) or not isinstance(png, str) or not png.endswith(".png"):
+        if not is_id(image_id) or not isinstance(png, str) or not png.endswith(".png"):
             raise Reject("malformed_annotation", f"annotation lacks an image_id or a .png file_name ({png!r})")
         if image_id in seen:
             raise Reject("duplicate_id", f"image_id {image_id} has two annotations")
@@ -107,7 +105,8 @@ class Pix2CapSource(Source):
                 raise Reject("malformed_annotation", f"segment {i} has no integer id or repeats one")
             ids.add(seg["id"])
             text = seg.get("description")
-            segments.append([seg["id"], text if isinstance(text, str) else "", categories.get(seg.get("category_id"))])
+            category = seg.get("category_id")
+            segments.append([seg["id"], text if isinstance(text, str) else "", coco.categories.get(category) if is_id(category) else None])
         if not segments:
             raise Reject("no_regions", f"image {image_id} has no segment")
         short = [s for s in segments if len(s[1]) < self.min_description_chars]
@@ -115,7 +114,9 @@ class Pix2CapSource(Source):
             sid, text, _ = short[0]
             detail = f"segment {sid} description {text!r} is shorter than {self.min_description_chars} characters"
             raise Reject("bad_text", f"{detail} (pix2cap drops the image)")
-        info = images.get(image_id, {})
+        if image_id in coco.duplicate_images:
+            coco.image(image_id)  # raises duplicate_id: which entry's size is meant is ambiguous
+        info = coco.images.get(image_id, {})
         size = [info.get("height"), info.get("width")]
         return {
             "image_id": str(image_id),

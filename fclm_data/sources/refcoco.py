@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from fclm_data.coco import CocoFile, is_id, read_coco
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size, join_checked
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
@@ -25,7 +26,7 @@ from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
-from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.templates import pick, res_question, with_image
 
 
@@ -61,26 +62,28 @@ class RefCocoSource(Source):
         if self.instances_file in missing or self.refs_file in missing:
             return IndexResult([], [], missing)
         try:
-            instances = load_json_file(self.data_root, self.instances_file)
-            images, anns, categories = _coco_tables(instances, self.instances_file)
+            coco = read_coco(self.data_root, self.instances_file)
             refs = safe_loads((self.data_root / self.refs_file).read_bytes(), self.refs_file)
             if not isinstance(refs, list):
                 raise Reject("malformed_annotation", f"{self.refs_file} holds a {type(refs).__name__}, not a list")
         except Reject as exc:
             return IndexResult([], [self.reject(exc.file or self.refs_file, exc)], missing)
         result = IndexResult([], [], missing)
+        result.rejects += [self.reject(label, exc, file=self.instances_file) for label, exc in coco.entry_rejects]
         per_image: dict[int, list[dict]] = defaultdict(list)
+        images: dict[int, dict] = {}
         seen_refs: set = set()
         for position, ref in enumerate(refs):
             if isinstance(ref, dict) and "split" in ref and ref["split"] != self.split:
                 continue  # other splits are other sources' records
-            record = f"ref {ref.get('ref_id', f'#{position}') if isinstance(ref, dict) else f'#{position}'}"
+            ref_id = ref.get("ref_id") if isinstance(ref, dict) else None
+            record = f"ref {ref_id if is_id(ref_id) else f'#{position}'}"
             try:
-                entry = _check_ref(ref, anns, images, seen_refs)
+                entry, image = _check_ref(ref, coco, seen_refs)
             except Reject as exc:
-                result.rejects.append(self.reject(record, exc, file=self.refs_file))
+                result.rejects.append(self.reject(record, exc, file=exc.file or self.refs_file))
                 continue
-            entry["category"] = categories.get(anns[ref["ann_id"]].get("category_id"))
+            images[ref["image_id"]] = image
             per_image[ref["image_id"]].append(entry)
         result.units = self._units(per_image, images)
         return result
@@ -185,54 +188,38 @@ def _drop_unused_regions(sample: Sample) -> Sample:
     return sample
 
 
-def _coco_tables(instances: Any, rel: str) -> tuple[dict[int, dict], dict[int, dict], dict[int, str]]:
-    if not isinstance(instances, dict) or not {"images", "annotations"} <= set(instances):
-        raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations'", rel)
-    images: dict[int, dict] = {}
-    for image in instances["images"]:
-        try:  # file_name is checked when the image is read, so one bad name costs one sample
-            images[image["id"]] = {
-                "id": image["id"],
-                "file_name": str(image["file_name"]),
-                "height": int(image["height"]),
-                "width": int(image["width"]),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Reject("malformed_annotation", f"{rel}: image entry {str(image)[:80]} lacks {exc}", rel) from exc
-    anns = {a["id"]: a for a in instances["annotations"] if isinstance(a, dict) and "id" in a}
-    categories = {c["id"]: c.get("name") for c in instances.get("categories", []) if isinstance(c, dict)}
-    return images, anns, categories
-
-
-def _check_ref(ref: Any, anns: dict, images: dict, seen: set) -> dict:
-    """Validate one ref against instances.json; return the compact entry units carry."""
+def _check_ref(ref: Any, coco: CocoFile, seen: set) -> tuple[dict, dict]:
+    """Validate one ref against instances.json; return the compact entry units carry and its image."""
     if not isinstance(ref, dict):
         raise Reject("malformed_annotation", f"ref is a {type(ref).__name__}, not a dict")
     missing = {"ref_id", "ann_id", "image_id", "split", "sentences"} - set(ref)
     if missing:
         raise Reject("malformed_annotation", f"ref lacks {sorted(missing)}")
+    if not all(is_id(ref[k]) for k in ("ref_id", "ann_id", "image_id")):
+        raise Reject("malformed_annotation", "ref_id/ann_id/image_id are not ints or strings")
     if ref["ref_id"] in seen:
         raise Reject("duplicate_id", f"ref_id {ref['ref_id']} appears twice")
     seen.add(ref["ref_id"])
-    ann = anns.get(ref["ann_id"])
-    if ann is None:
-        raise Reject("malformed_annotation", f"ann_id {ref['ann_id']} is not in instances.json")
-    if ref["image_id"] not in images or ann.get("image_id") != ref["image_id"]:
-        raise Reject(
-            "malformed_annotation", f"image_id {ref['image_id']} missing or not the image of ann {ref['ann_id']}"
-        )
+    ann = coco.annotation(ref["ann_id"])
+    image = coco.image_meta(ref["image_id"], check_name=False)  # the name is checked when the image is read
+    if ann.get("image_id") != ref["image_id"]:
+        raise Reject("malformed_annotation", f"image_id {ref['image_id']} is not the image of ann {ref['ann_id']}")
+    if not isinstance(ref["sentences"], list):
+        raise Reject("bad_text", "ref 'sentences' is not a list")
     sentences = [
-        (s.get("sent_id"), s.get("sent", s.get("raw", "")).strip()) for s in ref["sentences"] if isinstance(s, dict)
+        (s.get("sent_id"), s.get("sent", s.get("raw", ""))) for s in ref["sentences"] if isinstance(s, dict)
     ]
-    sentences = [(sid, text) for sid, text in sentences if text]
+    sentences = [(sid, text.strip()) for sid, text in sentences if isinstance(text, str) and text.strip()]
     if not sentences:
         raise Reject("bad_text", "ref has no non-empty sentence")
+    category = ann.get("category_id")
     return {
         "ref_id": ref["ref_id"],
         "ann_id": ref["ann_id"],
         "segmentation": ann.get("segmentation"),
         "sentences": sentences,
-    }
+        "category": coco.categories.get(category) if is_id(category) else None,
+    }, image
 
 
 _TABLE7 = "Stage 1 Grounding: RefCOCO/+/g 55,885"

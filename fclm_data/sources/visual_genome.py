@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
+from fclm_data.coco import is_id, read_coco
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, safe_relpath
 from fclm_data.masks import box_to_rle, check_box, nonempty_region_mask, segmentation_to_rle, xywh_to_xyxy
 from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
-from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.templates import REGION_CAPTION_SUFFIX, pick, with_image
 
 
@@ -57,15 +58,20 @@ class _VgSource(Source):
         if self.file in missing:
             return IndexResult([], [], missing)
         try:
-            images, annotations = _coco_file(load_json_file(self.data_root, self.file), self.file)
+            coco = read_coco(self.data_root, self.file)
         except Reject as exc:
             return IndexResult([], [self.reject(self.file, exc)], missing)
         result = IndexResult([], [], missing)
+        result.rejects += [self.reject(label, exc, file=self.file) for label, exc in coco.entry_rejects]
+        images: dict[Any, dict] = {}
         per_image: dict[Any, list[dict]] = defaultdict(list)
         seen: set = set()
-        for pos, ann in enumerate(annotations):
+        for pos, ann in enumerate(coco.annotations):
             ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
+            ann_id = ann_id if is_id(ann_id) else f"#{pos}"
             try:
+                if isinstance(ann, dict):  # a missing, ambiguous or malformed image rejects the annotation
+                    images[ann["image_id"]] = coco.image_meta(ann.get("image_id"))
                 entry = self._entry(ann, ann_id, images, seen)
             except Reject as exc:
                 result.rejects.append(self.reject(f"ann {ann_id}", exc, file=self.file))
@@ -178,26 +184,6 @@ class VgGritSource(_VgSource):
         return Region(
             mask=box_to_rle(box, image.height, image.width), bbox=box, caption=entry["caption"], box_only=True
         )
-
-
-def _coco_file(data: Any, rel: str) -> tuple[dict[Any, dict], list]:
-    """(image id -> {id, file_name, height, width}, annotations) of a COCO-style file."""
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
-        raise Reject("malformed_annotation", f"{rel} lacks 'images'/'annotations' lists", rel)
-    images: dict[Any, dict] = {}
-    for image in data["images"]:
-        try:
-            images[image["id"]] = {
-                "id": image["id"],
-                "file_name": safe_relpath(image["file_name"]),
-                "height": int(image["height"]),
-                "width": int(image["width"]),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Reject("malformed_annotation", f"{rel}: image entry {str(image)[:80]} lacks {exc}", rel) from exc
-        except Reject as exc:
-            raise Reject(exc.code, f"{rel}: {exc.detail}", rel) from exc
-    return images, data["annotations"]
 
 
 def id_order(value: Any) -> tuple:
