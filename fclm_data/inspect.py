@@ -2,9 +2,11 @@
 
 ``inspect_shard`` reads a tar the way webdataset groups it (members adjacent, key = basename up
 to the first dot) and reports what a trainer would trip over: missing or extra members, invalid
-JSON, schema violations, image headers that disagree with the JSON. ``strict`` also decodes every
-image and every mask. ``inspect_output`` checks a build directory against its manifest
-(sample counts, sizes, sha256, parquet offsets).
+JSON, schema violations, image headers that disagree with the JSON, a tar that stops being readable
+before its end (tarfile stops quietly at a damaged header), and -- for a shard with a manifest.json
+or shardindex.json beside it -- sample counts and sizes. ``strict`` also decodes every image (the
+build's strict check) and every mask. ``inspect_output`` checks a build directory against its
+manifest (sample counts, sizes, sha256, parquet offsets, per-sample JSON checksums).
 """
 
 from __future__ import annotations
@@ -83,8 +85,22 @@ def iter_tar_samples(path: Path, problems: list[str] | None = None) -> Iterator[
                 current_key, members = key, {}
             handle = tar.extractfile(info)
             members[ext] = handle.read() if handle else b""
+        end = tar.offset
     if current_key is not None:
         yield current_key, members
+    if problems is not None:
+        problems += _check_tar_end(path, end)
+
+
+def _check_tar_end(path: Path, end: int) -> list[str]:
+    """tarfile stops quietly at the first damaged header: whatever follows must be end-of-archive zeros."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(end)
+        while block := f.read(1 << 20):
+            if block.strip(b"\0"):
+                return [f"{path.name}: the tar stops being readable at byte {end:,} of {size:,} (a damaged header?)"]
+    return []
 
 
 def check_sample(key: str, members: dict[str, bytes], strict: bool) -> tuple[dict | None, list[str]]:
@@ -144,7 +160,10 @@ def _check_masks(key: str, sample: dict) -> list[str]:
     return problems
 
 
-def inspect_shard(path: Path, strict: bool = False, keep_samples: bool = False) -> tuple[ShardReport, list[dict]]:
+def inspect_shard(
+    path: Path, strict: bool = False, keep_samples: bool = False, siblings: bool = True
+) -> tuple[ShardReport, list[dict]]:
+    """Check one shard; with ``siblings``, also against a manifest.json / shardindex.json beside it."""
     report = ShardReport(str(path), bytes=path.stat().st_size)
     kept: list[dict] = []
     try:
@@ -159,7 +178,31 @@ def inspect_shard(path: Path, strict: bool = False, keep_samples: bool = False) 
                 kept.append(sample)
     except (tarfile.TarError, OSError) as exc:
         report.problems.append(f"{path.name}: unreadable tar after {report.samples} samples ({exc})")
+    if siblings:
+        report.problems += against_siblings(path, report)
     return report, kept
+
+
+def against_siblings(path: Path, report: ShardReport) -> list[str]:
+    """Sample count and size of a shard against the manifest.json / shardindex.json in its directory."""
+    problems = []
+    manifest, index = path.parent / "manifest.json", path.parent / "shardindex.json"
+    listed: dict[str, tuple[int, int]] = {}
+    try:
+        if manifest.exists():
+            listed.update({s["name"]: (s["samples"], s["bytes"]) for s in json.loads(manifest.read_text())["shards"]})
+        if index.exists():
+            for s in json.loads(index.read_text())["shardlist"]:
+                listed.setdefault(s["url"], (s["nsamples"], s["filesize"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        return [f"{path.parent.name}: manifest.json / shardindex.json unreadable ({exc})"]
+    if path.name in listed:
+        samples, size = listed[path.name]
+        if report.samples != samples:
+            problems.append(f"{path.name}: {report.samples} samples, the ledger beside it says {samples}")
+        if report.bytes != size:
+            problems.append(f"{path.name}: {report.bytes} bytes, the ledger beside it says {size}")
+    return problems
 
 
 def _tally(report: ShardReport, sample: dict, members: dict[str, bytes]) -> None:
@@ -181,7 +224,7 @@ def inspect_output(out_dir: Path, strict: bool = False) -> tuple[list[ShardRepor
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
         shards = sorted(out_dir.glob("shard-*.tar"))
-        return [inspect_shard(p, strict)[0] for p in shards], [f"{out_dir}: no manifest.json"]
+        return [inspect_shard(p, strict, siblings=False)[0] for p in shards], [f"{out_dir}: no manifest.json"]
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     reports, problems = [], []
     listed = {s["name"] for s in manifest["shards"]}
@@ -192,7 +235,7 @@ def inspect_output(out_dir: Path, strict: bool = False) -> tuple[list[ShardRepor
         if not path.exists():
             problems.append(f"{entry['name']}: listed in the manifest but missing")
             continue
-        report, _ = inspect_shard(path, strict)
+        report, _ = inspect_shard(path, strict, siblings=False)
         reports.append(report)
         problems += _against_manifest(path, entry, report, strict)
     problems += _against_parquet(out_dir, manifest) if strict else []
@@ -217,7 +260,9 @@ def _against_parquet(out_dir: Path, manifest: dict) -> list[str]:
     path = out_dir / "manifest.parquet"
     if not path.exists():
         return [f"{out_dir}: no manifest.parquet"]
-    rows = pq.read_table(path, columns=["key", "shard", "offset", "size"]).to_pylist()
+    table = pq.read_table(path)
+    columns = [c for c in ("key", "shard", "offset", "size", "json_sha256") if c in table.column_names]
+    rows = table.select(columns).to_pylist()
     problems = []
     if len(rows) != manifest["totals"]["written"]:
         problems.append(f"manifest.parquet has {len(rows)} rows, manifest says {manifest['totals']['written']} written")
@@ -227,11 +272,15 @@ def _against_parquet(out_dir: Path, manifest: dict) -> list[str]:
             chunk = f.read(row["size"])
         try:
             with tarfile.open(fileobj=io.BytesIO(chunk + b"\0" * 1024), mode="r:") as tar:
-                names = [m.name for m in tar]
+                members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
         except tarfile.TarError:
-            names = []
-        if not names or any(n.partition(".")[0] != row["key"] for n in names):
+            members = {}
+        if not members or any(n.partition(".")[0] != row["key"] for n in members):
             problems.append(f"manifest.parquet: {row['key']} does not frame its members in {row['shard']}")
+            continue
+        stored = members.get(f"{row['key']}.json")
+        if row.get("json_sha256") and (stored is None or hashlib.sha256(stored).hexdigest() != row["json_sha256"]):
+            problems.append(f"{row['shard']}: {row['key']}.json differs from its checksum in manifest.parquet")
     return problems
 
 
