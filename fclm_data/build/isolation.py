@@ -59,8 +59,11 @@ def _run_alone(task: ShardTask) -> int:
 
 
 def _child(task: ShardTask, parent: int) -> None:
+    import faulthandler
+
     from fclm_data.build.executors import watch_parent
 
+    faulthandler.disable()  # the crash is expected here and reported as the record's reject
     watch_parent(parent)
     build_shard(task)
 

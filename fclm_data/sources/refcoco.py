@@ -67,7 +67,7 @@ class RefCocoSource(Source):
             if not isinstance(refs, list):
                 raise Reject("malformed_annotation", f"{self.refs_file} holds a {type(refs).__name__}, not a list")
         except Reject as exc:
-            return IndexResult([], [self.reject(exc.file or self.refs_file, exc)], missing)
+            return IndexResult([], [self.reject(exc.file or self.refs_file, exc, file=exc.file or self.refs_file)], missing)
         result = IndexResult([], [], missing)
         result.rejects += [self.reject(label, exc, file=self.instances_file) for label, exc in coco.entry_rejects]
         per_image: dict[int, list[dict]] = defaultdict(list)
