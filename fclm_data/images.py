@@ -25,6 +25,7 @@ trusted root (:func:`trust_roots`: the targets of the data root's configured pat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -315,6 +316,7 @@ _TRUSTED: dict[str, tuple[str, ...]] = {}
 
 def trust_roots(root: Path, extra: tuple[str, ...]) -> None:
     """Let symlinks under ``root`` lead into ``extra`` (absolute real paths) for this process."""
+    _real_dir.cache_clear()  # folders may have been re-linked since the last build in this process
     _TRUSTED[os.path.realpath(root)] = tuple(os.path.realpath(p) for p in extra)
 
 
@@ -341,11 +343,25 @@ def _inside(path: str, roots: tuple[str, ...]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+@functools.lru_cache(maxsize=4096)
+def _real_dir(path: str) -> str:
+    """realpath of a directory, cached per process (a build reads thousands of files per folder)."""
+    return os.path.realpath(path)
+
+
+def _realpath(path: Path) -> str:
+    """realpath with the folder part cached: one lstat per file instead of one per path component."""
+    parent, name = os.path.split(str(path))
+    if os.path.islink(path) or name in ("", ".", ".."):
+        return os.path.realpath(path)
+    return os.path.join(_real_dir(parent), name)
+
+
 def checked_path(root: Path, rel: str) -> Path:
     """``root/rel`` after the symlink policy: its real path must be inside the root or a trusted root."""
     path = root / rel
-    real = os.path.realpath(path)
-    real_root = os.path.realpath(root)
+    real = _realpath(path)
+    real_root = _real_dir(str(root))
     if _inside(real, (real_root,)) or _inside(real, _TRUSTED.get(real_root, ())):
         return path
     raise Reject(
