@@ -38,7 +38,7 @@ from PIL import Image
 
 from fclm_data.coco import CocoFile, is_id, read_coco
 from fclm_data.errors import Reject
-from fclm_data.images import expect_size, safe_relpath
+from fclm_data.images import checked_path, expect_size, safe_relpath
 from fclm_data.masks import encode_mask, nonempty_region_mask
 from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
@@ -194,8 +194,14 @@ class Pix2CapSource(Source):
         """(H, W) segment ids of a panoptic PNG: R + 256 G + 256^2 B."""
         rel = f"{self._path(self.panoptic_dir)}/{png}"
         try:
-            with Image.open(io.BytesIO((self.data_root / rel).read_bytes())) as im:
+            with Image.open(io.BytesIO(checked_path(self.data_root, rel).read_bytes())) as im:
+                if im.size != (width, height):  # checked before decoding: a PNG cannot be a bomb here
+                    raise Reject(
+                        "mask_size_mismatch", f"{rel} is {im.size[0]}x{im.size[1]}, the image {width}x{height}", rel
+                    )
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint32)
+        except Reject:
+            raise
         except FileNotFoundError as exc:
             raise Reject("missing_file", f"{rel} does not exist under the data root", rel) from exc
         except Exception as exc:  # PIL raises several types for a broken PNG
