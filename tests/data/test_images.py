@@ -104,3 +104,33 @@ def test_marker_check_reads_the_same_size_as_pil() -> None:
     with pytest.raises(Reject) as info:  # not an image: the decode path explains
         check_image_bytes(b"plain text", "x.jpg", check="markers")
     assert info.value.code == "bad_image"
+
+
+def test_exif_orientation_is_set_to_1_in_place_for_jpeg_and_png() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from fclm_data.images import check_image_bytes
+
+    pixels = Image.fromarray(np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3))
+    for fmt, ext in (("JPEG", "jpg"), ("PNG", "png")):
+        exif = Image.Exif()
+        exif[0x0112] = 8
+        buf = io.BytesIO()
+        pixels.save(buf, fmt, exif=exif.tobytes())
+        data = buf.getvalue()
+        assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (48, 64)  # a reader would rotate it
+        image = check_image_bytes(data, f"x.{ext}")
+        assert (image.ext, image.exif_orientation, len(image.data)) == (ext, 8, len(data))
+        fixed = Image.open(io.BytesIO(image.data))
+        fixed.load()  # PNG: the eXIf chunk's CRC was redone
+        assert fixed.getexif()[0x0112] == 1 and ImageOps.exif_transpose(fixed).size == (64, 48)
+        assert np.array_equal(np.asarray(fixed), np.asarray(Image.open(io.BytesIO(data))))
+        assert sum(a != b for a, b in zip(image.data, data)) <= 5  # two tag bytes (+ 4 CRC bytes for PNG)
+        again = check_image_bytes(image.data, f"x.{ext}")
+        assert again.data is image.data and again.exif_orientation == 1
+    plain = io.BytesIO()
+    pixels.save(plain, "JPEG")
+    assert check_image_bytes(plain.getvalue(), "y.jpg").exif_orientation is None
