@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fclm_data import images  # noqa: E402
 from fclm_data.build.plan import make_plan  # noqa: E402
 from fclm_data.build.run import BuildConfig, run_build  # noqa: E402
-from fclm_data import images  # noqa: E402
 from fclm_data.images import DEFAULT_MAX_PIXELS, IMAGE_CHECKS  # noqa: E402
 from fclm_data.recipes import single_source_recipe  # noqa: E402
 from fclm_data.sources import BuildOptions  # noqa: E402
@@ -115,7 +115,9 @@ def main() -> None:
                 times[name].append(timed(lambda out=out, v=variant: copy_baseline(plan, out, v[1])))
                 continue
             _, check, workers = variant
-            config = BuildConfig(root, out, executor="processes", workers=workers, options=BuildOptions(image_check=check))
+            config = BuildConfig(
+                root, out, executor="processes", workers=workers, options=BuildOptions(image_check=check)
+            )
             times[name].append(timed(lambda config=config: run_build(recipe, config)))
     median = {k: statistics.median(v) for k, v in times.items()}
     for name, value in median.items():

@@ -68,9 +68,7 @@ class CocoFile:
     def annotation(self, ann_id: Any) -> dict:
         """The annotation with id ``ann_id``; raises when it is missing or its id is ambiguous."""
         if self._by_ann_id is None:
-            self._by_ann_id = {
-                a["id"]: a for a in self.annotations if isinstance(a, dict) and is_id(a.get("id"))
-            }
+            self._by_ann_id = {a["id"]: a for a in self.annotations if isinstance(a, dict) and is_id(a.get("id"))}
         if is_id(ann_id) and ann_id in self.duplicate_annotations:
             n = self.duplicate_annotations[ann_id]
             raise Reject("duplicate_id", f"annotation id {ann_id!r} appears {n} times in {self.rel}", self.rel)
@@ -99,7 +97,9 @@ def parse_coco(data: Any, rel: str, require: tuple[str, ...] = ("images", "annot
         if key in data and data[key] is not None and not isinstance(data[key], list):
             raise Reject("malformed_annotation", f"{rel} '{key}' is a {type(data[key]).__name__}, not a list", rel)
     coco = CocoFile(rel, {}, data.get("annotations") or [])
-    counts = Counter(img.get("id") for img in data.get("images") or [] if isinstance(img, dict) and is_id(img.get("id")))
+    counts = Counter(
+        img.get("id") for img in data.get("images") or [] if isinstance(img, dict) and is_id(img.get("id"))
+    )
     for position, image in enumerate(data.get("images") or []):
         image_id = image.get("id") if isinstance(image, dict) else None
         if not is_id(image_id):
@@ -117,7 +117,11 @@ def parse_coco(data: Any, rel: str, require: tuple[str, ...] = ("images", "annot
 
 def names_of(categories: list) -> dict[Any, str]:
     """Category id -> name for entries with an id and a string name."""
-    return {c["id"]: c["name"] for c in categories if isinstance(c, dict) and is_id(c.get("id")) and isinstance(c.get("name"), str)}
+    return {
+        c["id"]: c["name"]
+        for c in categories
+        if isinstance(c, dict) and is_id(c.get("id")) and isinstance(c.get("name"), str)
+    }
 
 
 def read_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoFile:

@@ -205,7 +205,9 @@ def _decode_check(data: bytes, max_pixels: int, strict_jpeg: bool = True) -> tup
             _strict_jpeg_decode(data, image.mode)
         else:
             if fmt == "JPEG":
-                image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", (max(1, width // 8), max(1, height // 8)))
+                image.draft(
+                    image.mode if image.mode in ("L", "RGB") else "RGB", (max(1, width // 8), max(1, height // 8))
+                )
             image.load()
     except Exception as exc:
         raise Reject("bad_image", f"decoding failed ({_no_address(exc)})") from exc
@@ -217,7 +219,9 @@ def _strict_jpeg_decode(data: bytes, mode: str) -> None:
     import simplejpeg
 
     colorspace = {"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB")
-    simplejpeg.decode_jpeg(data, colorspace=colorspace, fastdct=True, min_height=1, min_width=1, min_factor=8, strict=True)
+    simplejpeg.decode_jpeg(
+        data, colorspace=colorspace, fastdct=True, min_height=1, min_width=1, min_factor=8, strict=True
+    )
 
 
 def _no_address(exc: BaseException) -> str:
@@ -374,7 +378,6 @@ def checked_path(root: Path, rel: str) -> Path:
 def read_image(root: Path, rel: str, max_pixels: int = DEFAULT_MAX_PIXELS, check: str = "decode") -> ImageData:
     """Read and check ``root/rel``; ``rel`` must stay inside ``root``."""
     rel = safe_relpath(rel)
-    path = root / rel
     try:
         data = checked_path(root, rel).read_bytes()
     except FileNotFoundError as exc:

@@ -92,9 +92,7 @@ def _check_uncompressed(counts: list, height: int, width: int) -> list[int]:
         raise Reject("malformed_annotation", "uncompressed RLE counts are not all integers")
     runs = [int(c) for c in counts]
     if any(c < 0 for c in runs) or sum(runs) != height * width:
-        raise Reject(
-            "malformed_annotation", f"uncompressed RLE counts do not tile the declared size {[height, width]}"
-        )
+        raise Reject("malformed_annotation", f"uncompressed RLE counts do not tile the declared size {[height, width]}")
     return runs
 
 
@@ -130,8 +128,10 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> RLE:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) or (
-        isinstance(value, float) and value.is_integer()
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        or (isinstance(value, float) and value.is_integer())
     )
 
 

@@ -91,7 +91,9 @@ class ProcessExecutor:
 
     def _submit(self, fn: Callable[[Any], Any], task: Any) -> Any:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=watch_parent, initargs=(os.getpid(),))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, initializer=watch_parent, initargs=(os.getpid(),)
+            )
         try:
             return self._pool.submit(fn, task)
         except BrokenProcessPool:  # broken by a crash we have not collected yet: start a fresh pool

@@ -61,9 +61,7 @@ def build(
     retry_rejects: Annotated[
         bool, typer.Option(help="Rebuild finished shards that hold rejected records (after repairing inputs).")
     ] = False,
-    allow_empty: Annotated[
-        bool, typer.Option(help="Exit 0 even when a recipe entry writes no sample.")
-    ] = False,
+    allow_empty: Annotated[bool, typer.Option(help="Exit 0 even when a recipe entry writes no sample.")] = False,
     max_reject_fraction: Annotated[
         Optional[float],
         typer.Option(help="Exit 3 when an entry rejects more than this fraction of its records (0-1)."),
@@ -138,7 +136,11 @@ def quality_failures(manifest: dict, allow_empty: bool, max_reject_fraction: flo
     failures = []
     for name, s in manifest["sources"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["reject_reasons"].items(), key=lambda kv: -kv[1])[:3])
-        why = f" ({reasons}; see rejects.jsonl)" if reasons else (f" (missing: {', '.join(s['missing'])})" if s["missing"] else "")
+        why = (
+            f" ({reasons}; see rejects.jsonl)"
+            if reasons
+            else (f" (missing: {', '.join(s['missing'])})" if s["missing"] else "")
+        )
         if s["written"] == 0 and not allow_empty:
             failures.append(f"{name} wrote 0 samples of {s['records']:,} records{why}; --allow-empty accepts this")
             continue

@@ -31,7 +31,7 @@ from typing import Any
 
 from fclm_data.coco import is_id, read_coco
 from fclm_data.errors import Reject
-from fclm_data.images import ImageData, expect_size, safe_relpath
+from fclm_data.images import ImageData, expect_size
 from fclm_data.masks import box_to_rle, check_box, nonempty_region_mask, segmentation_to_rle, xywh_to_xyxy
 from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
