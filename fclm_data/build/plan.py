@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fclm_data.build.executors import TaskCrashed
 from fclm_data.errors import RejectRecord
 from fclm_data.recipes import Recipe
 from fclm_data.seeding import stable_hash
@@ -139,7 +140,8 @@ def make_plan(
     """
     tasks = [(i, e.source, str(data_root), e.options) for i, e in enumerate(recipe.entries)]
     indexes: dict[int, IndexResult] = {}
-    for position, index in (map_unordered or _serial_map)(index_entry, tasks):
+    for item in (map_unordered or _serial_map)(index_entry, tasks):
+        position, index = _crashed_index(item) if isinstance(item, TaskCrashed) else item
         indexes[position] = index
         if on_source:
             on_source(recipe.entries[position].label)
@@ -172,6 +174,13 @@ def make_plan(
     _check_unique_keys(samples)
     shard_size, warnings = choose_shard_size(len(samples), recipe.shard_size, min_shards)
     return Plan(recipe, data_root, samples, plans, shard_size, warnings)
+
+
+def _crashed_index(crash: TaskCrashed) -> tuple[int, IndexResult]:
+    """An entry whose indexing process died: one reject for the entry (the build goes on, exit 3)."""
+    position, name = crash.task[0], crash.task[1]
+    detail = f"the process indexing this entry died ({crash.error})"
+    return position, IndexResult([], [RejectRecord(name, "index", None, "worker_crashed", detail, "index")])
 
 
 def _serial_map(fn: Callable, tasks: list) -> Any:

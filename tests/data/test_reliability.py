@@ -143,6 +143,12 @@ class _CrashingSource(RefCocoSource):
     """RefCOCO whose build dies in native code (a real SIGSEGV) on one unit."""
 
     crash_uid: str = ""
+    crash_index: bool = False
+
+    def index(self):
+        if self.crash_index:
+            ctypes.string_at(0)
+        return super().index()
 
     def build(self, unit, key, repeat, options):
         if unit.uid == self.crash_uid:
@@ -174,6 +180,18 @@ def test_a_record_that_kills_its_worker_is_rejected_and_the_build_goes_on(root: 
         assert not list((outs[workers] / ".parts").glob("*.journal"))
     for name in LEDGER:  # the outcome does not depend on what else was running
         assert (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes(), name
+
+
+def test_an_entry_whose_indexing_process_dies_is_one_reject(root: Path, tmp_path: Path) -> None:
+    crashing = RecipeEntry("test_crashing_refcoco", options={"crash_index": True}, name="doomed")
+    recipe = Recipe("crash", [crashing, RecipeEntry("refcoco")], seed=0, shard_size=3)
+    out = tmp_path / "out"
+    manifest = build(recipe, root, out, executor="processes", workers=2)
+    (line,) = [r for r in read_rejects(out) if r["source"] == "doomed"]
+    assert (line["code"], line["stage"]) == ("worker_crashed", "index")
+    assert manifest["sources"]["doomed"]["written"] == 0 and manifest["sources"]["refcoco"]["written"] > 0
+    assert [f.split(" wrote")[0] for f in quality_failures(manifest, False, None)] == ["doomed"]
+    _assert_balanced(manifest)
 
 
 def test_workers_exit_when_the_driver_is_killed(root: Path, tmp_path: Path) -> None:
