@@ -94,7 +94,7 @@ def main() -> None:
     if not demo.exists():
         generate_data_root(demo, families=["osprey", "gcg", "muse"])
     repo = str(Path(__file__).resolve().parents[1])
-    print("| source | file size | units | peak RSS above the interpreter | index time | size from |")
+    print("| source | file size | units | peak RSS (above the interpreter's) | index time | size from |")
     print("|---|---:|---:|---:|---:|---|")
     for source in args.only.split(","):
         rel, mb, where = SIZES[source]
@@ -105,7 +105,8 @@ def main() -> None:
         probe = _PROBE.format(repo=repo, source=source, root=str(root))
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"| {source} | {size / 1e6:,.0f} MB | {r['units']:,} | {r['peak_mib'] - r['base_mib']:,.0f} MiB "
+        print(f"| {source} | {size / 1e6:,.0f} MB | {r['units']:,} | {r['peak_mib']:,.0f} MiB "
+              f"({r['peak_mib'] - r['base_mib']:+,.0f}) "
               f"| {r['seconds']:.1f} s | {where} |", flush=True)  # fmt: skip
         print(f"  (generated in {generated:.0f} s)", file=sys.stderr)
 
