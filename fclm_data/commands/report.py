@@ -28,6 +28,7 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout.")] = False,
 ) -> None:
     """Write a self-contained HTML report of a build: ledger, rejects, sample galleries, distributions."""
+    from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from fclm_data.report import ReportError, write_report
@@ -41,12 +42,12 @@ def report(
                                   progress=lambda k: bar.update(task, description=f"read {k:,} samples"))  # fmt: skip
         except ReportError as exc:
             bar.stop()
-            stderr.print(f"[red]error:[/] {exc}")
+            stderr.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
     for note in result.notes:
-        stderr.print(f"[yellow]note:[/] {note}")
+        stderr.print(f"[yellow]note:[/] {escape(note)}")
     over = "" if result.over_max_length is None else f", {result.over_max_length:,} over {result.max_length:,} tokens"
-    stderr.print(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB): {result.samples:,} samples, "
+    stderr.print(f"wrote {escape(str(result.path))} ({result.bytes / 1e6:.1f} MB): {result.samples:,} samples, "
                  f"{result.gallery_samples} in galleries{over}")  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=1))

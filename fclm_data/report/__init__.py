@@ -59,7 +59,7 @@ def write_report(
     return ReportResult(
         path=html, bytes=len(page.encode("utf-8")), samples=data.samples, gallery_samples=len(picked),
         gallery_images=sum(2 if p.sample.get("pair") else 1 for p in picked), tokens_counted=len(data.tokens),
-        over_max_length=over, max_length=data.max_length, notes=[n for n in (counter.note,) if n],
+        over_max_length=over, max_length=data.max_length, notes=[n for n in (counter.note, *sorted(data.prompt_notes)) if n],
     )  # fmt: skip
 
 

@@ -55,6 +55,7 @@ class BuildData:
     group_sizes: Counter = field(default_factory=Counter)
     token_note: str | None = None
     max_length: int | None = None
+    prompt_notes: set[str] = field(default_factory=set)  #: why visual prompts fell back to masks (page fills it)
 
     def rejects_by_source(self) -> dict[str, dict[tuple[str, str], list[dict]]]:
         """source -> (stage, code) -> the reject lines, in file order."""

@@ -108,27 +108,34 @@ def n(value: int) -> str:
     return f"{value:,}"
 
 
-def linked_text(content: str, view: dict) -> str:
-    """Escaped turn text with each <region> / [SEG] tinted by the colour of the region it refers to."""
-    out, regions, segs = [], iter(view["region_inputs"]), iter(view["seg_targets"])
-    i = 0
+def linked_turns(view: dict) -> list[str]:
+    """Each turn's escaped text, every <region> / [SEG] tinted by the colour of the region it refers to.
+
+    ``region_inputs`` / ``seg_targets`` index the placeholders in reading order across the whole conversation,
+    so the counters run on from one turn to the next.
+    """
+    regions, segs = iter(view["region_inputs"]), iter(view["seg_targets"])
+    return [_linked(turn["content"], regions, segs) for turn in view["conversations"]]
+
+
+def _linked(content: str, regions, segs) -> str:
+    out, i = [], 0
+    tokens = (REGION_TOKEN, SEG_TOKEN, IMAGE_TOKEN)
     while i < len(content):
-        for token in (REGION_TOKEN, SEG_TOKEN, IMAGE_TOKEN):
-            if content.startswith(token, i):
-                if token == IMAGE_TOKEN:
-                    out.append(f'<span class="tok img">{esc(token)}</span>')
-                else:
-                    index = next(regions if token == REGION_TOKEN else segs, None)
-                    tint = colour_hex(index) if index is not None else "#000"
-                    tag = "" if index is None else f"<sub>{index}</sub>"
-                    out.append(f'<span class="tok" style="--c:{tint}" title="region {index}">{esc(token)}{tag}</span>')
-                i += len(token)
-                break
-        else:
-            j = min((k for k in (content.find(t, i) for t in (REGION_TOKEN, SEG_TOKEN, IMAGE_TOKEN)) if k >= 0),
-                    default=len(content))  # fmt: skip
+        token = next((t for t in tokens if content.startswith(t, i)), None)
+        if token is None:
+            j = min((k for k in (content.find(t, i) for t in tokens) if k >= 0), default=len(content))
             out.append(esc(content[i:j]))
             i = j
+            continue
+        if token == IMAGE_TOKEN:
+            out.append(f'<span class="tok img">{esc(token)}</span>')
+        else:
+            index = next(regions if token == REGION_TOKEN else segs, None)
+            tint = "#000" if index is None else colour_hex(index)
+            tag = "" if index is None else f"<sub>{index}</sub>"
+            out.append(f'<span class="tok" style="--c:{tint}" title="region {index}">{esc(token)}{tag}</span>')
+        i += len(token)
     return "".join(out)
 
 
@@ -334,8 +341,8 @@ def _sample_card(picked: Picked, prompt_notes: set[str]) -> str:
     parts = [f'<article class="sample" id="s-{esc(sample["key"])}"><header><code>{esc(sample["key"])}</code> '
              f'<span class="muted">{meta}</span></header>']  # fmt: skip
     for (title, view), im in zip(views(sample), drawn):
-        turns = "".join(f'<div class="turn {esc(t["role"])}"><span class="role">{esc(t["role"])}</span>'
-                        f'{linked_text(t["content"], view)}</div>' for t in view["conversations"])  # fmt: skip
+        turns = "".join(f'<div class="turn {esc(t["role"])}"><span class="role">{esc(t["role"])}</span>{text}</div>'
+                        for t, text in zip(view["conversations"], linked_turns(view)))  # fmt: skip
         parts.append(f'<div class="view"><figure><img class="gallery-img" alt="{esc(sample["key"])} {esc(title)}" '
                      f'width="{im.width}" height="{im.height}" src="{image_uri(im)}"><figcaption>{esc(title)}'
                      f"</figcaption></figure><div>{turns}</div></div>")  # fmt: skip
@@ -358,7 +365,7 @@ def _galleries_section(data: BuildData, per_group: int, seed: int) -> str:
              "its mask and box. Colours match the tokens in the conversation and the legend.</p>"]  # fmt: skip
     links = "".join(f'<a href="#g-{esc(e)}-{esc(t)}">{esc(e)} &middot; {esc(t)}</a>' for e, t in data.gallery)
     parts.append(f'<div class="groups">{links}</div>')
-    notes: set[str] = set()
+    notes = data.prompt_notes
     body = []
     for (entry, task), picked in data.gallery.items():
         cards = "".join(_sample_card(p, notes) for p in picked)
