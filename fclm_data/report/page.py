@@ -306,7 +306,8 @@ def _templates(data: BuildData, missing: str | None) -> str:
     parts = ['<h3>Template ids per table</h3><p class="muted">How often each template of a table was drawn; '
              "the choice is a seeded hash, so the bars should be roughly level.</p>"]  # fmt: skip
     if missing:
-        rows = [[esc(t), esc(", ".join(f"{k}: {v}" for k, v in sorted(c.items())))] for t, c in data.templates.items()]
+        rows = [[esc(t), esc(", ".join(f"{k}: {v}" for k, v in _with_unused(t, c).items()))]
+                for t, c in sorted(data.templates.items())]  # fmt: skip
         return "".join(parts) + table(["table", "uses per id"], rows)
     figures = []
     for name, counts in sorted(data.templates.items()):

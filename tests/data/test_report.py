@@ -166,9 +166,9 @@ def test_token_budget_agrees_with_the_trainer(mix_build: Path, tmp_path: Path) -
 
 
 def test_report_without_the_train_extra(mix_build: Path, tmp_path: Path) -> None:
-    """fclm_data needs no torch: without it the page is written, says why tokens and prompts are missing."""
+    """fclm_data needs neither torch nor matplotlib: the page is written and says why tokens, prompts, charts are missing."""
     html = tmp_path / "nt.html"
-    code = ("import sys; sys.modules['torch'] = None\n"
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['matplotlib'] = None\n"
             "from fclm_data.cli import app\n"
             f"app(['report', {str(mix_build)!r}, '--html', {str(html)!r}, '--samples', '2', '--json'])")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
@@ -180,6 +180,9 @@ def test_report_without_the_train_extra(mix_build: Path, tmp_path: Path) -> None
     assert "visual prompts shown as region masks" in proc.stderr
     text = Page(html.read_text()).plain
     assert "token counts need the trainer's extra" in text and "visual prompts shown as region masks" in text
+    assert "plots need matplotlib (pip install fclm[report])" in text
+    assert not [a for a in Page(html.read_text()).find("img") if a["src"].startswith("data:image/svg")]
+    assert "dlc_question 1: " in text  # the template counts as a table instead
     assert len(Page(html.read_text()).find("img", "gallery-img")) == summary["gallery_images"] > 0
 
 
