@@ -88,7 +88,9 @@ def _to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
 
 
-def draw_view(image: Image.Image, sample: dict, view: dict, prompts: dict[int, np.ndarray], max_side: int) -> Image.Image:
+def draw_view(
+    image: Image.Image, sample: dict, view: dict, prompts: dict[int, np.ndarray], max_side: int
+) -> Image.Image:
     """The image (long side at most ``max_side``) with ``view``'s prompts, targets, boxes and index tags."""
     base = image.convert("RGB")
     scale = min(1.0, max_side / max(base.size))

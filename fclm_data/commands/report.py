@@ -22,9 +22,7 @@ def report(
     max_length: Annotated[
         Optional[int], typer.Option(help="Token budget to mark (default: the trainer's max_length, 4096).")
     ] = None,
-    leakage: Annotated[
-        Optional[Path], typer.Option(help="Include a saved `fclm-data leakage --json` report.")
-    ] = None,
+    leakage: Annotated[Optional[Path], typer.Option(help="Include a saved `fclm-data leakage --json` report.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout.")] = False,
 ) -> None:
     """Write a self-contained HTML report of a build: ledger, rejects, sample galleries, distributions."""

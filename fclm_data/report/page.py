@@ -221,9 +221,14 @@ def _ledger_section(data: BuildData) -> str:
         reasons = {**s.get("reject_reasons", {})}
         reason_text = ", ".join(f"{k} {v:,}" for k, v in reasons.items())
         dropped = ", ".join(f"{k} {v:,}" for k, v in s.get("dropped_annotations", {}).items())
-        rows.append([f"<b>{esc(name)}</b>" + (f' <span class="muted">({esc(s["source"])})</span>'
-                     if s.get("source") not in (None, name) else "")]  # fmt: skip
-                    + [n(s.get(c, 0)) for c in columns] + [esc(reason_text), esc(dropped)])
+        rows.append(
+            [
+                f"<b>{esc(name)}</b>"
+                + (f' <span class="muted">({esc(s["source"])})</span>' if s.get("source") not in (None, name) else "")
+            ]  # fmt: skip
+            + [n(s.get(c, 0)) for c in columns]
+            + [esc(reason_text), esc(dropped)]
+        )
     totals = data.manifest.get("totals", {})
     rows.append(["<b>total</b>"] + [f"<b>{n(totals.get(c, 0))}</b>" for c in columns] + ["", ""])
     headers = ["entry", "records", "index rejected", "excluded (eval)", "available", "selected", "written",
@@ -243,14 +248,20 @@ def _reject_details(data: BuildData) -> str:
     for source in sorted(grouped):
         reasons = grouped[source]
         total = sum(len(v) for v in reasons.values())
-        codes = ", ".join(f"{code} {len(lines)}" for (_, code), lines in sorted(reasons.items(), key=lambda kv: -len(kv[1])))
-        parts.append(f'<details><summary>{esc(source)} &middot; {n(total)} line(s) <span class="muted">'
-                     f"({esc(codes)})</span></summary>")
+        codes = ", ".join(
+            f"{code} {len(lines)}" for (_, code), lines in sorted(reasons.items(), key=lambda kv: -len(kv[1]))
+        )
+        parts.append(
+            f'<details><summary>{esc(source)} &middot; {n(total)} line(s) <span class="muted">'
+            f"({esc(codes)})</span></summary>"
+        )
         for (stage, code), lines in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             examples = [[esc(line.get("record")), f"<code>{esc(line.get('file'))}</code>", esc(line.get("detail"))]
                         for line in lines[:REJECT_EXAMPLES]]  # fmt: skip
             more = f" (first {REJECT_EXAMPLES} shown)" if len(lines) > REJECT_EXAMPLES else ""
-            parts.append(f"<h4><code>{esc(code)}</code> &middot; stage {esc(stage)} &middot; {n(len(lines))}{more}</h4>")
+            parts.append(
+                f"<h4><code>{esc(code)}</code> &middot; stage {esc(stage)} &middot; {n(len(lines))}{more}</h4>"
+            )
             parts.append(table(["record", "file", "detail"], examples))
         parts.append("</details>")
     return "".join(parts)
@@ -277,7 +288,9 @@ def _distributions_section(data: BuildData) -> str:
                                  f"max_length {data.max_length:,} would be skipped as too_long."))  # fmt: skip
         figures.append(_plot(plots.bar_counts(data.regions, "regions per sample"), "Regions per sample."))
         if data.mask_area:
-            figures.append(_plot(plots.mask_area_histogram(data.mask_area), "Region mask area as a fraction of its image."))
+            figures.append(
+                _plot(plots.mask_area_histogram(data.mask_area), "Region mask area as a fraction of its image.")
+            )
         figures.append(_plot(plots.image_sizes_scatter(data.image_sizes), "Image sizes (one dot per sample)."))
     parts.append(f'<div class="plots">{"".join(figures)}</div>')
     parts.append(_token_table(data))
@@ -314,7 +327,8 @@ def _templates(data: BuildData, missing: str | None) -> str:
         counts = _with_unused(name, counts)
         unused = sum(1 for v in counts.values() if not v)
         caption = f"{name}: {sum(counts.values()):,} uses of {len(counts)} templates" + (
-            f", {unused} never drawn" if unused else "")
+            f", {unused} never drawn" if unused else ""
+        )
         figures.append(_plot(plots.template_bars(name, counts), caption))
     return "".join(parts) + f'<div class="plots">{"".join(figures)}</div>'
 
@@ -383,7 +397,10 @@ def render_page(data: BuildData, per_group: int, seed: int, leakage: dict | None
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
         f"<style>{CSS}</style></head><body>"
-        + _header(data) + _build_section(data, leakage) + _ledger_section(data) + _distributions_section(data)
+        + _header(data)
+        + _build_section(data, leakage)
+        + _ledger_section(data)
+        + _distributions_section(data)
         + _galleries_section(data, per_group, seed)
         + "</main></body></html>\n"
     )

@@ -90,8 +90,10 @@ def test_page_structure_and_numbers(mix_build: Path, tmp_path: Path) -> None:
     assert manifest["plan_fingerprint"] in text and manifest["recipe"]["fingerprint"] in text
     assert "scribble" in text and "visual_prompt" in text  # the options table
     for name, ledger in manifest["sources"].items():
-        assert f"{name} {ledger['records']:,} {ledger['index_rejected']:,} {ledger['excluded_eval']:,} " \
-               f"{ledger['available']:,} {ledger['selected']:,} {ledger['written']:,} {ledger['rejected']:,}" in text
+        assert (
+            f"{name} {ledger['records']:,} {ledger['index_rejected']:,} {ledger['excluded_eval']:,} "
+            f"{ledger['available']:,} {ledger['selected']:,} {ledger['written']:,} {ledger['rejected']:,}" in text
+        )
     rejects = read_rejects(mix_build)
     assert rejects, "the demo data's defects should reject something"
     for line in rejects[:5]:  # every reason with its example records (the first of each reason at least)
@@ -148,10 +150,9 @@ def test_gallery_is_seeded_and_stable(mix_build: Path) -> None:
 
 def test_token_budget_agrees_with_the_trainer(mix_build: Path, tmp_path: Path) -> None:
     """Samples above --max-length are exactly those the trainer's Encoder skips as too_long."""
+    from fclm_data.report.tokens import TokenCounter
     from fclm_train.data.encode import Encoder, EncoderConfig
     from fclm_train.data.tokenizer import offline_qwen_tokenizer
-
-    from fclm_data.report.tokens import TokenCounter
 
     counter = TokenCounter()
     lengths = sorted(counter.count(s) for s, _, _ in read_samples(mix_build).values())
@@ -171,7 +172,10 @@ def test_report_without_the_train_extra(mix_build: Path, tmp_path: Path) -> None
     code = ("import sys; sys.modules['torch'] = None; sys.modules['matplotlib'] = None\n"
             "from fclm_data.cli import app\n"
             f"app(['report', {str(mix_build)!r}, '--html', {str(html)!r}, '--samples', '2', '--json'])")  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -192,9 +196,13 @@ def test_leakage_report_is_included(data_root: Path, mix_build: Path, tmp_path: 
 
     leaks = find_leaks(single_source_recipe(["refcoco"], 0, 1000), [load_recipe("eval_refcoco")], data_root.resolve())
     path = tmp_path / "leak.json"
-    path.write_text(json.dumps({"recipe": "refcoco", "eval": ["eval_refcoco"], "sources": [x.to_dict() for x in leaks]}))
+    path.write_text(
+        json.dumps({"recipe": "refcoco", "eval": ["eval_refcoco"], "sources": [x.to_dict() for x in leaks]})
+    )
     html = tmp_path / "l.html"
-    result = runner.invoke(app, ["report", str(mix_build), "--html", str(html), "--samples", "0", "--leakage", str(path)])
+    result = runner.invoke(
+        app, ["report", str(mix_build), "--html", str(html), "--samples", "0", "--leakage", str(path)]
+    )
     assert result.exit_code == 0, result.output
     text = Page(html.read_text()).plain
     row = leaks[0].to_dict()
