@@ -44,8 +44,8 @@ def colour_hex(index: int) -> str:
 
 def views(sample: dict) -> list[tuple[str, dict]]:
     """(title, view) for the conversation and, for a paired sample, its DL-RES view."""
-    first = "DLC view" if sample.get("pair") else "conversation"
-    return [(first, sample)] + ([("DL-RES view", sample["pair"])] if sample.get("pair") else [])
+    first = "DLC view (region -> caption)" if sample.get("pair") else "conversation"
+    return [(first, sample)] + ([("DL-RES view (caption -> mask)", sample["pair"])] if sample.get("pair") else [])
 
 
 def prompt_masks(sample: dict, indices: list[int]) -> tuple[dict[int, np.ndarray], str | None]:
@@ -81,6 +81,15 @@ def _thick(edge: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:, :] |= mask[:-1, :]
+    out[:-1, :] |= mask[1:, :]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
 def _to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a bool mask to (width, height)."""
     if mask.shape[::-1] == tuple(size):
@@ -104,6 +113,12 @@ def draw_view(
     def paint(mask: np.ndarray, rgb: np.ndarray, alpha: float) -> None:
         pixels[mask] = (1 - alpha) * pixels[mask] + alpha * rgb
 
+    def edge(mask: np.ndarray, rgb: np.ndarray) -> None:
+        """A 2-px outline in the region's colour on a light halo (visible on an object of the same colour)."""
+        line = _thick(_outline(mask))
+        paint(_dilate(line) & ~line, np.array([255, 255, 255], np.float32), 0.7)
+        pixels[line] = rgb
+
     for i, region in enumerate(sample["regions"]):
         rgb = np.array(colour(i), dtype=np.float32)
         mask = _to_size(decode_rle(region["mask"]), size)
@@ -112,12 +127,12 @@ def draw_view(
         if i in inputs and i in prompts:
             shown = _to_size(prompts[i], size)
             paint(shown, rgb, PROMPT_ALPHA)
-            pixels[_thick(_outline(shown))] = rgb
+            edge(shown, rgb)
             if kind != "mask":
                 pixels[_outline(mask) & dots] = rgb
         elif i in inputs or i in targets:
             paint(mask, rgb, PROMPT_ALPHA if i in inputs else TARGET_ALPHA)
-            pixels[_thick(_outline(mask))] = rgb
+            edge(mask, rgb)
         else:
             pixels[_outline(mask)] = rgb
     result = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))

@@ -55,7 +55,8 @@ details summary { cursor:pointer; font-weight:600; }
 .plot { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:8px; margin:0; }
 .plot figcaption { font-size:12px; color:var(--muted); max-width:520px; }
 .plot img { display:block; max-width:100%; }
-.groups a { display:inline-block; margin:2px 6px 2px 0; }
+.groups a { display:inline-block; margin:3px 6px 3px 0; padding:2px 10px; border:1px solid var(--line); border-radius:12px; background:#fff; color:var(--accent); text-decoration:none; font-size:13px; }
+.groups a:hover { background:#eef3fa; }
 .gallery { display:grid; grid-template-columns:repeat(auto-fill,minmax(640px,1fr)); gap:14px; }
 article.sample { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 12px; }
 article.sample > header { font-size:12px; margin-bottom:6px; }
@@ -71,6 +72,7 @@ article.sample > header { font-size:12px; margin-bottom:6px; }
 .sw { display:inline-block; width:12px; height:12px; border-radius:2px; background:var(--c); vertical-align:-2px; }
 table.legend { font-size:12px; width:100%; }
 table.legend td { padding:2px 6px; }
+table.legend td:first-child { white-space:nowrap; }
 """
 
 

@@ -57,27 +57,33 @@ def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
 
 
 def _tinted(sample: dict, image: Image.Image, i: int) -> np.ndarray:
-    """Pixels the overlay moved towards region i's colour (the index tag excluded)."""
+    """Pixels the overlay moved towards region i's colour."""
     prompts, note = prompt_masks(sample, [i])
     assert note is None
     drawn = np.asarray(draw_view(image, sample, sample, prompts, 10_000)).astype(float)
     plain = np.asarray(image).astype(float)
     target = np.array(colour(i), float)
-    moved = np.linalg.norm(drawn - target, axis=2) < np.linalg.norm(plain - target, axis=2) - 20
+    return np.linalg.norm(drawn - target, axis=2) < np.linalg.norm(plain - target, axis=2) - 20
+
+
+def _untagged(sample: dict, i: int, shape: tuple[int, int]) -> np.ndarray:
+    """Everywhere but region i's index tag (drawn at its box corner)."""
+    out = np.ones(shape, bool)
     x0, y0 = (round(v) for v in sample["regions"][i]["bbox"][:2])
-    moved[max(0, y0 - 1) : y0 + 14, max(0, x0 - 1) : x0 + 16] = False  # the index tag
-    return moved
+    out[max(0, y0 - 1) : y0 + 14, max(0, x0 - 1) : x0 + 16] = False
+    return out
 
 
 def test_box_prompt_fills_the_box_not_just_the_mask(builds: dict[str, Path]) -> None:
     sample, image, i = _input_sample(builds["box"])
     mask = decode_rle(sample["regions"][i]["mask"]).astype(bool)
-    outside = _box(sample["regions"][i]["bbox"], mask.shape) & ~mask
-    assert _tinted(sample, image, i)[outside].mean() > 0.9
+    box = _box(sample["regions"][i]["bbox"], mask.shape)
+    outside = box & ~mask
+    assert _tinted(sample, image, i)[outside & _erode(box, 3) & _untagged(sample, i, mask.shape)].mean() > 0.99
     same, image_m, i_m = _input_sample(builds["mask"])
     assert same["key"] == sample["key"] and same["visual_prompt"] == "mask"
-    gap = _erode(outside, 2)  # between mask and box, away from either outline
-    assert gap.any() and _tinted(same, image_m, i_m)[gap].mean() < 0.05  # a mask prompt leaves the gap alone
+    gap = _erode(outside, 2) & _untagged(same, i_m, mask.shape)  # between mask and box, away from outlines and tag
+    assert gap.any() and _tinted(same, image_m, i_m)[gap].mean() < 0.01  # a mask prompt leaves the gap alone
 
 
 def test_point_and_scribble_prompts_mark_part_of_the_region(builds: dict[str, Path]) -> None:
@@ -85,7 +91,7 @@ def test_point_and_scribble_prompts_mark_part_of_the_region(builds: dict[str, Pa
         sample, image, i = _input_sample(builds[kind])
         mask = decode_rle(sample["regions"][i]["mask"]).astype(bool)
         tinted = _tinted(sample, image, i)
-        strong = tinted & _erode(mask, 2)  # not the region's dotted outline
+        strong = tinted & _erode(mask, 2) & _untagged(sample, i, mask.shape)  # not the dotted outline, not the tag
         assert 0 < strong[mask].sum() < 0.6 * mask.sum(), kind
         if kind == "point":  # the disc sits on the written point
             x, y = sample["regions"][i]["points"][0]
