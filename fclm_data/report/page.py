@@ -87,7 +87,7 @@ def data_uri(data: bytes, mime: str) -> str:
 def image_uri(image: Image.Image) -> str:
     """PNG for few-colour (synthetic) images, JPEG where that is much smaller (photos)."""
     png, jpg = io.BytesIO(), io.BytesIO()
-    image.save(png, "PNG", optimize=True)
+    image.save(png, "PNG", compress_level=6)
     image.save(jpg, "JPEG", quality=88)
     if jpg.tell() * 2 < png.tell():
         return data_uri(jpg.getvalue(), "image/jpeg")
