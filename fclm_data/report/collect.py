@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import heapq
 import json
+import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fclm_data.inspect import IMAGE_EXTS, iter_tar_samples
+from fclm_data.inspect import IMAGE_EXTS
 from fclm_data.manifest import MANIFEST, PARQUET, REJECTS
 from fclm_data.masks import rle_area
 from fclm_data.seeding import stable_hash
@@ -106,33 +107,67 @@ def collect(
     out_dir: Path, per_group: int, seed: int, count_tokens: Callable[[dict], int | None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> BuildData:  # fmt: skip
-    """Scan every shard of the manifest once; ``progress(samples so far)`` is called per shard."""
+    """Scan every shard of the manifest once; ``progress(samples so far)`` is called per shard.
+
+    Only the JSON members are read; an image is read (by its offset) only for the samples the galleries show.
+    """
     manifest = read_manifest(out_dir)
     data = BuildData(out_dir, manifest, read_rejects(out_dir))
     entries = entry_of_keys(out_dir)
-    heaps: dict[tuple[str, str], list[tuple[int, str, dict, bytes]]] = defaultdict(list)
+    heaps: dict[tuple[str, str], list[tuple[int, str, dict, tuple]]] = defaultdict(list)
     for shard in manifest.get("shards", []):
         path = out_dir / shard["name"]
         if not path.exists():
             raise ReportError(f"{path}: listed in the manifest but missing")
-        for key, members in iter_tar_samples(path):
+        for key, text, image_at in _json_members(path):
             try:
-                sample = json.loads(members["json"])
-            except (KeyError, json.JSONDecodeError, UnicodeDecodeError):
-                data.unreadable.append(f"{shard['name']}: {key}")
+                sample = json.loads(text if text is not None else b"")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                why = "no json member" if text is None else f"json does not parse ({exc})"
+                data.unreadable.append(f"{shard['name']}: {key}: {why}")
                 continue
-            image = next((members[e] for e in IMAGE_EXTS if e in members), None)
             group = (entries.get(key, sample.get("source", "?")), sample.get("task", "?"))
             _tally(data, sample, group, count_tokens)
             data.group_sizes[group] += 1
-            if image is not None and per_group > 0:
-                _offer(heaps[group], per_group, (-stable_hash(seed, "report", key), key, sample, image))
+            if image_at is not None and per_group > 0:
+                _offer(heaps[group], per_group, (-stable_hash(seed, "report", key), key, sample, image_at))
         if progress:
             progress(data.samples)
     for group in sorted(heaps):
         ranked = sorted(heaps[group], key=lambda item: (-item[0], item[1]))
-        data.gallery[group] = [Picked(sample, image) for _, _, sample, image in ranked]
+        data.gallery[group] = [Picked(sample, _read_at(*at)) for _, _, sample, at in ranked]
     return data
+
+
+def _json_members(path: Path) -> Iterator[tuple[str, bytes | None, tuple[Path, int, int] | None]]:
+    """(key, json bytes or None, (path, offset, size) of the image or None) per sample, reading no image data.
+
+    Members are grouped as webdataset groups them (adjacent, key = name up to the first dot); ``tarfile`` seeks
+    over the image members' data instead of reading it.
+    """
+    current, text, image = None, None, None
+    with tarfile.open(path, "r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            key, _, ext = info.name.partition(".")
+            if key != current:
+                if current is not None:
+                    yield current, text, image
+                current, text, image = key, None, None
+            if ext == "json":
+                handle = tar.extractfile(info)
+                text = handle.read() if handle else b""
+            elif ext in IMAGE_EXTS:
+                image = (path, info.offset_data, info.size)
+    if current is not None:
+        yield current, text, image
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
 
 
 def _offer(heap: list, n: int, item: tuple) -> None:

@@ -238,8 +238,20 @@ def _ledger_section(data: BuildData) -> str:
     parts = ['<section id="ledger"><h2>Ledger</h2>',
              '<p class="muted">records = available + index rejected + excluded; selected = written + rejected. '
              "Dropped annotations are parts of records that were written without them.</p>",
-             table(headers, rows, range(1, 8)), _reject_details(data), "</section>"]  # fmt: skip
+             table(headers, rows, range(1, 8)), _unreadable(data), _reject_details(data), "</section>"]  # fmt: skip
     return "".join(parts)
+
+
+def _unreadable(data: BuildData) -> str:
+    """Shard samples the scan could not decode: not in any chart or gallery, so listed here (first 20)."""
+    if not data.unreadable:
+        return ""
+    items = "".join(f"<li><code>{esc(u)}</code></li>" for u in data.unreadable[:20])
+    more = f"<li>... and {len(data.unreadable) - 20:,} more</li>" if len(data.unreadable) > 20 else ""
+    return (
+        f'<p class="note bad">{n(len(data.unreadable))} sample(s) in the shards could not be read and are in no '
+        f"chart or gallery (<code>fclm-data inspect --strict</code> checks them):</p><ul>{items}{more}</ul>"
+    )
 
 
 def _reject_details(data: BuildData) -> str:

@@ -224,3 +224,25 @@ def test_user_errors_are_one_line(args: list[str], message: str, mix_build: Path
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "x.html").exists()
+
+
+def test_unreadable_samples_are_listed_not_dropped(mix_build: Path, tmp_path: Path) -> None:
+    import io
+    import shutil
+    import tarfile
+
+    out = tmp_path / "damaged"
+    shutil.copytree(mix_build, out, ignore=shutil.ignore_patterns("report"))
+    shard = out / "shard-000000.tar"
+    with tarfile.open(mix_build / "shard-000000.tar") as src, tarfile.open(shard, "w") as dst:
+        damaged = None
+        for member in src:
+            data = src.extractfile(member).read()
+            if member.name.endswith(".json") and damaged is None:
+                damaged, data = member.name.partition(".")[0], b"{not json"
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    result = write_report(out, tmp_path / "d.html", samples=1)
+    text = Page((tmp_path / "d.html").read_text()).plain
+    assert result.samples == json.loads((mix_build / "manifest.json").read_text())["totals"]["written"] - 1
+    assert f"shard-000000.tar: {damaged}: json does not parse" in text and "1 unreadable samples" in text
