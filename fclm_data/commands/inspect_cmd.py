@@ -17,7 +17,10 @@ def inspect(
     path: Annotated[Path, typer.Argument(help="A shard .tar, or a build directory (checked against its manifest).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print decoded samples as JSON lines on stdout.")] = False,
     render: Annotated[
-        Optional[Path], typer.Option(help="Write PNG overlays (masks outlined, conversation beside) here.")
+        Optional[Path],
+        typer.Option(
+            help="Write PNG overlays here: <region> inputs as their visual prompt (as the trainer draws it), [SEG] masks and boxes, the conversation beside."
+        ),
     ] = None,
     n: Annotated[int, typer.Option("-n", help="Samples to print/render (0 = all).")] = 8,
     strict: Annotated[
