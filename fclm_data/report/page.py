@@ -77,7 +77,8 @@ table.legend td:first-child { white-space:nowrap; }
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text; None (an unset field, e.g. the recipe file of a ``--source`` build) reads as "-"."""
+    return "-" if value is None else html.escape(str(value), quote=True)
 
 
 def data_uri(data: bytes, mime: str) -> str:
