@@ -10,12 +10,13 @@ install:
 	$(PIP) install --quiet --disable-pip-version-check -e ".[all]"
 
 # Generate a small data root in the official release layouts, build it with the stage2 recipe
-# (and the RefCOCO family), then inspect the shards and render overlays.
+# (and the RefCOCO family), then inspect the shards, render overlays and write the HTML report.
 quickstart: install
 	fclm-data demo-data $(DEMO)/data
 	fclm-data build --recipe stage2 --data-root $(DEMO)/data --out $(DEMO)/stage2 --overwrite
 	fclm-data build --source refcoco --source refcoco_plus --source refcocog --data-root $(DEMO)/data --out $(DEMO)/refcoco --overwrite
 	fclm-data inspect $(DEMO)/stage2 --strict --render $(DEMO)/stage2/overlays -n 6
+	fclm-data report $(DEMO)/stage2
 	fclm-data inspect $(DEMO)/stage2/shard-000000.tar --json -n 1
 
 test: install

@@ -1,4 +1,4 @@
-"""``fclm-data``: build, inspect and list. Each command lives in ``fclm_data/commands/``."""
+"""``fclm-data``: build, inspect, report and list. Each command lives in ``fclm_data/commands/``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fclm_data.commands.build import build
 from fclm_data.commands.catalog import demo_data, recipes, sources
 from fclm_data.commands.inspect_cmd import inspect
 from fclm_data.commands.leakage import leakage
+from fclm_data.commands.report import report
 
 app = typer.Typer(
     name="fclm-data",
@@ -22,6 +23,7 @@ app.command()(sources)
 app.command()(recipes)
 app.command("demo-data")(demo_data)
 app.command()(leakage)
+app.command()(report)
 
 if __name__ == "__main__":
     app()

@@ -17,7 +17,10 @@ def inspect(
     path: Annotated[Path, typer.Argument(help="A shard .tar, or a build directory (checked against its manifest).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print decoded samples as JSON lines on stdout.")] = False,
     render: Annotated[
-        Optional[Path], typer.Option(help="Write PNG overlays (masks outlined, conversation beside) here.")
+        Optional[Path],
+        typer.Option(
+            help="Write PNG overlays here: <region> inputs as their visual prompt (as the trainer draws it), [SEG] masks and boxes, the conversation beside."
+        ),
     ] = None,
     n: Annotated[int, typer.Option("-n", help="Samples to print/render (0 = all).")] = 8,
     strict: Annotated[
@@ -40,7 +43,7 @@ def inspect(
     if as_json or render:
         _emit_samples(shards, as_json, render, n, iter_tar_samples)
     if not as_json:
-        Console().print(_summary(reports))
+        Console().print(_summary(reports, len(problems)))
     for problem in problems[:50]:  # plain lines: one problem per line, greppable, never wrapped
         typer.echo(f"problem: {problem}", err=True)
     if len(problems) > 50:
@@ -66,8 +69,12 @@ def _emit_samples(shards: list[Path], as_json: bool, render: Optional[Path], n: 
             emitted += 1
 
 
-def _summary(reports) -> Table:
-    """Totals as label/value rows (fits a terminal), then one short row per shard."""
+def _summary(reports, problems: int) -> Table:
+    """Totals as label/value rows (fits a terminal), then one short row per shard.
+
+    ``problems`` counts every problem listed below the table: the shards' own and the build directory's
+    (manifest, parquet), so the two always agree.
+    """
     from collections import Counter
 
     tasks, sources = Counter(), Counter()
@@ -90,7 +97,7 @@ def _summary(reports) -> Table:
         ),
         "tasks": ", ".join(f"{k} {v:,}" for k, v in sorted(tasks.items())),
         "sources": ", ".join(f"{k} {v:,}" for k, v in sorted(sources.items())),
-        "problems": f"{sum(len(r.problems) for r in reports):,}",
+        "problems": f"{problems:,}",
     }
     for label, value in rows.items():
         table.add_row(label, value)

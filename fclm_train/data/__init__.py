@@ -8,8 +8,18 @@
 * ``tokenizer.py`` the real, the offline and the tiny tokenizer
 """
 
-from .encode import EncoderConfig
-from .loader import LoaderBatch, LoaderConfig, ShardLoader
-from .shards import ShardSet, resolve_shard_set
+import importlib
 
-__all__ = ["EncoderConfig", "LoaderBatch", "LoaderConfig", "ShardLoader", "ShardSet", "resolve_shard_set"]
+#: Loaded on first use (PEP 562): ``loader`` imports the model and transformers, which a user of ``encode`` or
+#: ``tokenizer`` alone (``fclm-data report``'s token counts) should not wait for.
+_EXPORTS = {
+    "EncoderConfig": "encode", "LoaderBatch": "loader", "LoaderConfig": "loader", "ShardLoader": "loader",
+    "ShardSet": "shards", "resolve_shard_set": "shards",
+}  # fmt: skip
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
