@@ -41,13 +41,10 @@ from torch.distributed.checkpoint.state_dict import (
 )  # fmt: skip
 
 from . import distributed as D
+from .rundir import resolve_checkpoint, step_dir_name  # noqa: F401  (re-exported)
 
 CHECKPOINT_FORMAT = 1
 MODEL_FILE = "model.safetensors"
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -170,22 +167,6 @@ def _prune(out_dir: Path, keep_last: int | None) -> None:
     steps = sorted(p for p in out_dir.glob("step-*") if p.is_dir())
     for old in steps[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A step directory, or a run directory (-> the checkpoint its ``latest`` file names, else the newest)."""
-    path = Path(path)
-    if (path / "trainer_state.json").exists():
-        return path
-    latest = path / "latest"
-    if latest.exists():
-        candidate = path / latest.read_text().strip()
-        if (candidate / "trainer_state.json").exists():
-            return candidate
-    steps = sorted(p for p in path.glob("step-*") if (p / "trainer_state.json").exists())
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {path}")
-    return steps[-1]
 
 
 def load_training_state(

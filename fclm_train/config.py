@@ -29,6 +29,14 @@ class ConfigError(ValueError):
     """A user's configuration mistake; the message is one line that names the field and the reason."""
 
 
+class ResumeError(ConfigError):
+    """A resume that cannot continue the run as asked (one line naming what changed)."""
+
+
+#: exit status of a run that stopped on SIGTERM / SIGUSR1 after saving (EX_TEMPFAIL: "try again": resume it)
+PREEMPTED_EXIT_CODE = 75
+
+
 @dataclass(frozen=True)
 class StageDefaults:
     global_batch_size: int  #: samples per optimizer step over all ranks

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from .config import LossConfig
 from .inputs import FCLMInputs
 from .llm import TokenIds, language_parameters, llm_hidden_states, splice_region_tokens
-from .config import LossConfig
 from .losses import language_model_loss, latent_loss, mask_bce_dice, valid_pixels
 from .mask_decoder import FCLMMaskDecoder, upsample_to_frame
 from .region_extractor import HybridRegionExtractor, RegionTokens
