@@ -158,6 +158,8 @@ def preflight(cfg: TrainConfig, step_dir: Path | None, allow_inexact: bool):
     cfg.accumulation(world)
     if not cfg.data.shards:
         raise ConfigError("--shards: no shards given (pass --shards PATTERN[:WEIGHT] or data.shards in a recipe)")
+    for s in cfg.data.shards + cfg.val.shards:
+        _check_local(s.pattern, "--shards" if s in cfg.data.shards else "--val-shards")
     sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.data.shards]
     for s in cfg.val.shards:
         resolve_shard_set(s.pattern, s.weight, s.name)
@@ -167,6 +169,17 @@ def preflight(cfg: TrainConfig, step_dir: Path | None, allow_inexact: bool):
         saved.check(cfg.to_dict(), world, allow_inexact)
         warmup = saved.trainer_state.get("warmup_steps")
     return plan_run(cfg, world, sets, warmup)
+
+
+def _check_local(pattern: str, option: str) -> None:
+    """A local pattern's directory must exist (checked before the brace expansion, which imports webdataset)."""
+    if "://" in pattern or pattern.startswith("pipe:"):
+        return
+    path = Path(pattern.split("{", 1)[0]) if "{" in pattern else Path(pattern)
+    if "{" in pattern and not pattern.split("{", 1)[0].endswith("/"):
+        path = path.parent
+    if not path.exists():
+        raise ConfigError(f"{option} {pattern}: {path} does not exist")
 
 
 @app.callback(invoke_without_command=True)
