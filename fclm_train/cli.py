@@ -19,6 +19,7 @@ that changes the data order) ends with exit status 2 and one line, before torch 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -156,6 +157,8 @@ def preflight(cfg: TrainConfig, step_dir: Path | None, allow_inexact: bool):
         raise ConfigError(f"--out {out}: already holds a run; continue it with --resume {out} or choose another --out")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg.accumulation(world)
+    if "wandb" in cfg.reporters and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--report-to wandb: wandb is not installed (pip install 'fclm[wandb]')")
     if not cfg.data.shards:
         raise ConfigError("--shards: no shards given (pass --shards PATTERN[:WEIGHT] or data.shards in a recipe)")
     for s in cfg.data.shards + cfg.val.shards:

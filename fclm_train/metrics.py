@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def _wandb(out_dir: Path, project: str, config: dict[str, Any]):
     import wandb
 
     id_file = out_dir / "wandb_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
     id_file.write_text(run_id + "\n")
     return wandb.init(project=project, dir=str(out_dir), id=run_id, resume="allow", name=out_dir.name,
                       config=config)  # fmt: skip

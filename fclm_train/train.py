@@ -8,6 +8,12 @@ the paper's global batch (stage 1: 32 samples at lr 2e-5, all modules; stage 2: 
 AdamW, linear warmup then cosine decay, gradient clipping at 1.0, bf16 autocast on CUDA (fp32 on CPU). A step
 whose gradient norm (or loss) is not finite is skipped -- no optimizer update, gradients dropped -- and counted
 in ``skipped_steps``; the scheduler still advances, so the LR schedule stays a function of the step.
+
+Resume (``Trainer(cfg, resume=RUN)``) restores model, optimizer, schedule position, RNG and loader position, and
+refuses a config that would change the data order (``fclm_train.rundir.EXACT_FIELDS``, the world size) unless
+``allow_inexact_resume``; a longer run re-plans the schedule (``fclm_train.plan``). SIGTERM / SIGUSR1 set a flag
+that the ranks all-reduce after every step: all of them save at the same step and stop (``status == "preempted"``).
+With ``val.shards`` the model is evaluated on a fixed held-out set every ``val.every`` steps and at the end.
 """
 
 from __future__ import annotations
