@@ -23,7 +23,6 @@ import importlib.util
 import inspect
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
