@@ -19,6 +19,7 @@ With ``val.shards`` the model is evaluated on a fixed held-out set every ``val.e
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import signal
 import sys
@@ -203,7 +204,7 @@ class Trainer:
         if self.step >= self.total_steps:
             self.logger.info(f"the run is at step {self.step} of {self.total_steps}: nothing to train "
                              f"(extend it with --max-steps or --epochs)")  # fmt: skip
-        batches = iter(self.loader)
+        batches = self._start_loader()
         last = time.perf_counter()
         while self.step < self.total_steps:
             result = self.train_step(batches)
@@ -232,6 +233,21 @@ class Trainer:
             self.status = "completed"
             if self.val_sets and not self.last_val.get("step") == self.step:
                 self.validate()
+
+    def _start_loader(self) -> Iterator[LoaderBatch]:
+        """The batch iterator, its worker processes started with the preemption signals blocked: a launcher that
+        signals the whole process group (torchrun, SLURM) must not kill the loader workers before the save."""
+        batches = iter(self.loader)
+        if self.step >= self.total_steps:
+            return batches
+        if threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPT_SIGNALS)  # inherited by the forked workers
+        try:
+            first = next(batches)  # forks the workers
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPT_SIGNALS)  # pending ones arrive now
+        return itertools.chain([first], batches)
 
     def train_step(self, batches: Iterator[LoaderBatch]) -> StepResult:
         """``accumulation`` forward / backward passes, one clipped AdamW update (or a counted skip)."""

@@ -108,7 +108,7 @@ def test_two_nodes_stop_together_on_sigterm_and_resume_exactly(ddp_run, tmp_path
     for node in nodes:
         node.wait(300)
     text = "".join(log.read_text() for log in logs)
-    assert "got SIGTERM" in logs[1].read_text()
+    assert "got SIGTERM" in logs[1].read_text(), text[-6000:]
     step_dir = resolve_checkpoint(out)
     stopped = json.loads((step_dir / "trainer_state.json").read_text())["step"]
     assert 1 <= stopped < STEPS and f"preempted: checkpoint at step {stopped}" in text
