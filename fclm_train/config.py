@@ -141,7 +141,8 @@ class ValConfig(_Checked):
     #: held-out shard sets evaluated during training (LM / mask losses; cIoU / gIoU where samples have [SEG])
     shards: list[ShardSetConfig] = field(default_factory=list)
     every: int = 0  #: optimizer steps between validations (0: only at the end when val shards are given)
-    #: the fixed held-out set: the first N samples of the val shards in shard order (ours: keeps a pass short)
+    #: size of the fixed held-out set: a seeded selection of this many val samples, the same at every evaluation
+    #: (ours: keeps a pass short)
     max_samples: int = 64
     micro_batch_size: int = 2  #: samples per forward during validation
 

@@ -212,7 +212,6 @@ class Trainer:
             self.samples += result.samples * self.info.world_size  # every rank consumes the same count
             if not result.finite:
                 self.skipped_steps += 1
-            self.last_losses = result.losses
             if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
                 now = time.perf_counter()
                 self._log(result, now - last)
@@ -291,7 +290,7 @@ class Trainer:
         return nullcontext()
 
     def _log(self, result: StepResult, seconds: float) -> None:
-        losses = D.all_mean(result.losses, self.info.device)
+        losses = self.last_losses = D.all_mean(result.losses, self.info.device)
         steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
         skipped = D.all_gather_objects(self.loader.skipped())
         record = {

@@ -186,6 +186,7 @@ def test_inexact_resume_is_refused_before_building_then_accepted_when_asked(tmp_
     assert not built  # refused before any model was built
     monkeypatch.undo()
     trainer = Trainer(changed, resume=first, allow_inexact_resume=True)
-    trainer.run()
+    with pytest.warns(UserWarning, match=r"inexact resume \(data.num_workers changed\)"):
+        trainer.run()
     assert trainer.status == "completed" and [r["step"] for r in read_metrics(tmp_path / "b")] == [3]
     assert trainer.loader.state.batches == 2 and trainer.loader.state.num_workers == 1  # reseeded streams
