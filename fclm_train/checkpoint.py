@@ -12,7 +12,8 @@ Layout of ``OUT/step-000123/`` (CHECKPOINT format; ``trainer_state.json`` carrie
     scheduler.pt          LR scheduler state
     loader.json           per rank: batches consumed, raw samples consumed per worker, skip counts
     rng.pt                per rank: torch / CUDA / python / numpy generator states
-    trainer_state.json    step, epoch, samples seen, non-finite steps skipped, tokenizer kind
+    trainer_state.json    step, epoch, samples seen, non-finite steps skipped, tokenizer kind, the planned total
+                          and warmup steps and the world size (what a resume re-plans and checks against)
 
 Writes go to ``OUT/.tmp-step-000123`` and are renamed into place only when complete, then ``OUT/latest`` (a
 text file) is replaced; an interrupted save leaves the previous checkpoint intact. With FSDP2 the full state is
