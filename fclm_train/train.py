@@ -90,6 +90,7 @@ class Trainer:
             raise ConfigError(f"out_dir: {self.out_dir} is a file, not a directory")
         resume_dir = resolve_checkpoint(self.resume_from) if self.resume_from is not None else None
         saved = self._check_resume(resume_dir) if resume_dir is not None else None
+        self.val_sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.val.shards]
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _warn_random_init(cfg)
@@ -100,7 +101,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                            betas=cfg.optim.betas, eps=cfg.optim.eps)  # fmt: skip
         self.loader = self._setup_data()
-        self.plan = plan_run(cfg, self.info.world_size, self.loader.sets, saved and saved.get("warmup_steps"))
+        self.plan = plan_run(cfg, self.info.world_size, self.loader.sets, saved.get("warmup_steps") if saved else None)
         self.steps_per_epoch, self.total_steps = self.plan.steps_per_epoch, self.plan.total_steps
         self.schedule = self.plan.schedule(cfg.optim.min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
@@ -118,7 +119,6 @@ class Trainer:
         )  # fmt: skip
         if replanned:
             self.logger.info(replanned)
-        self.val_sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.val.shards]
 
     def _setup_model(self) -> nn.Module:
         from fclm_train.model import FCLMConfig, build_fclm
