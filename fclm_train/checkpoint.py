@@ -12,7 +12,8 @@ Layout of ``OUT/step-000123/`` (CHECKPOINT format; ``trainer_state.json`` carrie
     scheduler.pt          LR scheduler state
     loader.json           per rank: batches consumed, raw samples consumed per worker, skip counts
     rng.pt                per rank: torch / CUDA / python / numpy generator states
-    trainer_state.json    step, epoch, samples seen, non-finite steps skipped, tokenizer kind
+    trainer_state.json    step, epoch, samples seen, non-finite steps skipped, tokenizer kind, the planned total
+                          and warmup steps and the world size (what a resume re-plans and checks against)
 
 Writes go to ``OUT/.tmp-step-000123`` and are renamed into place only when complete, then ``OUT/latest`` (a
 text file) is replaced; an interrupted save leaves the previous checkpoint intact. With FSDP2 the full state is
@@ -41,13 +42,10 @@ from torch.distributed.checkpoint.state_dict import (
 )  # fmt: skip
 
 from . import distributed as D
+from .rundir import resolve_checkpoint, step_dir_name  # noqa: F401  (re-exported)
 
 CHECKPOINT_FORMAT = 1
 MODEL_FILE = "model.safetensors"
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -170,22 +168,6 @@ def _prune(out_dir: Path, keep_last: int | None) -> None:
     steps = sorted(p for p in out_dir.glob("step-*") if p.is_dir())
     for old in steps[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A step directory, or a run directory (-> the checkpoint its ``latest`` file names, else the newest)."""
-    path = Path(path)
-    if (path / "trainer_state.json").exists():
-        return path
-    latest = path / "latest"
-    if latest.exists():
-        candidate = path / latest.read_text().strip()
-        if (candidate / "trainer_state.json").exists():
-            return candidate
-    steps = sorted(p for p in path.glob("step-*") if (p / "trainer_state.json").exists())
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {path}")
-    return steps[-1]
 
 
 def load_training_state(

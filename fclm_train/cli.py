@@ -1,90 +1,250 @@
-"""``fclm-train``: train FCLM from shards (one command; thin -- everything happens in ``fclm_train.train``).
+"""``fclm-train``: train FCLM from shards (thin: everything happens in ``fclm_train.train``).
 
     fclm-train --shards 'shards/stage2/shard-{000000..000703}.tar' --stage 2 --model 3b \\
         --llm /ckpt/Qwen2.5-VL-3B-Instruct --sam /ckpt/sam_vit_h_4b8939.pth --out runs/stage2
     torchrun --nproc_per_node 8 -m fclm_train.cli --recipe recipes/train/stage1.yaml --out runs/stage1
-    fclm-train --recipe recipes/train/stage1.yaml --resume runs/stage1     # continue from the latest checkpoint
+    fclm-train --resume runs/stage1                       # continue with the run's saved config
+    fclm-train --resume runs/stage1 --max-steps 20000     # ... and extend it (the schedule is re-planned)
+    fclm-train --recipe recipes/train/stage1.yaml --set optim.lr=1e-5 --dry-run   # the config and the plan
+    fclm-train plot runs/stage1                           # loss parts, lr, throughput -> runs/stage1/curves.png
 
-Precedence: TrainConfig defaults < ``--recipe`` YAML < options given on the command line.
+Precedence: TrainConfig defaults < the resumed run's saved config < ``--recipe`` < options and ``--set``.
+The options are generated from the config dataclasses (``fclm_train/config.py``): one per field, its help the
+field's comment, its default the field's default; ``--set section.field=value`` reaches every field, nested
+model overrides included (``--set model_overrides.loss.dice_weight=1.0``).
+
+A user's mistake (missing shards, unknown preset, a batch that does not divide, ``--out`` naming a file, a resume
+that changes the data order) ends with exit status 2 and one line, before torch is imported where possible.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import json
+import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+from .config import (
+    PREEMPTED_EXIT_CODE,
+    STAGE_DEFAULTS,
+    ConfigError,
+    FieldInfo,
+    TrainConfig,
+    deep_merge,
+    leaf_fields,
+    load_recipe,
+    set_override,
+)  # fmt: skip
 
-#: option name -> (section of TrainConfig or None for the top level, field)
-_FIELDS = {
-    "stage": (None, "stage"), "model": (None, "model"), "llm": (None, "llm_path"), "sam": (None, "sam_path"),
-    "out": (None, "out_dir"), "init": (None, "init_from"), "global_batch_size": (None, "global_batch_size"),
-    "epochs": (None, "epochs"), "max_steps": (None, "max_steps"), "seed": (None, "seed"),
-    "precision": (None, "precision"),
-    "gradient_checkpointing": (None, "gradient_checkpointing"), "distributed": (None, "distributed"),
-    "log_every": (None, "log_every"), "save_every": (None, "save_every"), "keep_last": (None, "keep_last"),
-    "save_dtype": (None, "save_dtype"), "tensorboard": (None, "tensorboard"),
-    "lr": ("optim", "lr"), "weight_decay": ("optim", "weight_decay"), "warmup_ratio": ("optim", "warmup_ratio"),
-    "grad_clip": ("optim", "grad_clip"), "micro_batch_size": ("data", "micro_batch_size"),
-    "batch_unit": ("data", "batch_unit"), "num_workers": ("data", "num_workers"),
-    "shuffle_buffer": ("data", "shuffle_buffer"), "max_length": ("data", "max_length"),
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+
+#: fields whose option is not ``--<field name>``
+_ALIASES = {"llm_path": "llm", "sam_path": "sam", "out_dir": "out", "init_from": "init", "data.shards": "shards"}
+#: fields only ``--set`` reaches (a mapping, a pair)
+_SET_ONLY = ("model_overrides", "optim.betas")
+
+
+def _flag(info: FieldInfo) -> str:
+    if info.path in _ALIASES:
+        return _ALIASES[info.path]
+    section, _, name = info.path.rpartition(".")
+    return (f"{section}-{name}" if section == "val" else name).replace("_", "-")
+
+
+def _option_type(hint: Any) -> tuple[Any, list[str]]:
+    """(typer type, choices) for a field annotation."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union or type(hint).__name__ == "UnionType":
+        (inner,) = [a for a in args if a is not type(None)]
+        return _option_type(inner)
+    if origin is Literal:
+        return str, [str(a) for a in args]
+    if origin is list:
+        return list[str], []
+    return hint, []
+
+
+def _default_text(info: FieldInfo) -> str:
+    if info.path in ("optim.lr", "global_batch_size"):
+        key = "lr" if info.path == "optim.lr" else "global_batch_size"
+        return " / ".join(f"{getattr(d, key):g} (stage {s})" for s, d in STAGE_DEFAULTS.items())
+    if isinstance(info.default, list):
+        return ", ".join(map(str, info.default)) or "none"
+    return "none" if info.default is None else str(info.default)
+
+
+def _options() -> dict[str, tuple[FieldInfo, inspect.Parameter]]:
+    """Python parameter name -> (field, the typer parameter), one per settable leaf field."""
+    options = {}
+    for info in leaf_fields():
+        if info.path in _SET_ONLY:
+            continue
+        flag = _flag(info)
+        kind, choices = _option_type(info.hint)
+        doc = info.doc + (f" ({' | '.join(choices)})" if choices else "")
+        decls = [f"--{flag}/--no-{flag}"] if kind is bool else [f"--{flag}"]
+        name = flag.replace("-", "_")
+        option = typer.Option(*decls, help=doc, show_default=_default_text(info))
+        annotation = Annotated[Optional[kind], option]
+        options[name] = (info, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                                 annotation=annotation))  # fmt: skip
+    return options
+
+
+_OPTIONS = _options()
+
+_FIXED = {
+    "recipe": Annotated[Optional[Path], typer.Option(help="Train recipe YAML (TrainConfig fields as nested YAML).")],
+    "resume": Annotated[Optional[Path], typer.Option(help="Continue a run: its directory (latest checkpoint) or a step directory. Alone, it continues with the run's saved config; options given override only what they name.")],
+    "allow_inexact_resume": Annotated[bool, typer.Option("--allow-inexact-resume", help="Accept a resume that changes world size, workers, shards, seed or batch (the data order then continues statistically, not exactly).")],
+    "set": Annotated[Optional[list[str]], typer.Option("--set", help="Override any field: section.field=value (YAML value), e.g. --set optim.lr=1e-5 --set model_overrides.loss.dice_weight=1. Repeatable.")],
+    "print_config": Annotated[bool, typer.Option("--print-config", help="Print the resolved config (defaults + resumed run + recipe + options) as YAML and exit.")],
+    "dry_run": Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and the plan (steps, samples, shards per rank / worker) and exit.")],
 }  # fmt: skip
+_FIXED_DEFAULTS = {"allow_inexact_resume": False, "print_config": False, "dry_run": False}
+
+
+def fail(message: str) -> typer.Exit:
+    """One line on stderr (rank 0 only under torchrun), exit status 2."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"fclm-train: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def resolve_config(recipe: Path | None, resume: Path | None, flags: dict[str, Any],
+                   sets: list[str]) -> tuple[TrainConfig, Path | None]:  # fmt: skip
+    """defaults < saved run < recipe < options < --set -> (config, the checkpoint to resume from)."""
+    from .rundir import SavedRun, resolve_checkpoint
+
+    body: dict[str, Any] = {}
+    step_dir = None
+    if resume is not None:
+        step_dir = resolve_checkpoint(resume)
+        body = SavedRun.read(step_dir).train_config
+        body["out_dir"] = str(step_dir.parent)  # the run continues where it is, whatever the saved cwd was
+    if recipe is not None:
+        body = deep_merge(body, load_recipe(recipe))
+    for name, value in flags.items():
+        info = _OPTIONS[name][0]
+        value = str(value) if isinstance(value, Path) else value
+        if info.path.endswith("shards"):
+            value = list(value)
+        nested: Any = value
+        for part in reversed(info.path.split(".")):
+            nested = {part: nested}
+        body = deep_merge(body, nested)
+    for assignment in sets:
+        body = set_override(body, assignment)
+    return TrainConfig.from_dict(body), step_dir
+
+
+def preflight(cfg: TrainConfig, step_dir: Path | None, allow_inexact: bool):
+    """The checks that need no torch: output directory, shards, batch arithmetic, resume exactness; the plan."""
+    from .data.shards import resolve_shard_set
+    from .plan import plan_run
+    from .rundir import SavedRun, has_checkpoint
+
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    if step_dir is None and has_checkpoint(out):
+        raise ConfigError(f"--out {out}: already holds a run; continue it with --resume {out} or choose another --out")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg.accumulation(world)
+    if "wandb" in cfg.reporters and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--report-to wandb: wandb is not installed (pip install 'fclm[wandb]')")
+    if not cfg.data.shards:
+        raise ConfigError("--shards: no shards given (pass --shards PATTERN[:WEIGHT] or data.shards in a recipe)")
+    for s in cfg.data.shards + cfg.val.shards:
+        _check_local(s.pattern, "--shards" if s in cfg.data.shards else "--val-shards")
+    sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.data.shards]
+    for s in cfg.val.shards:
+        resolve_shard_set(s.pattern, s.weight, s.name)
+    warmup = None
+    if step_dir is not None:
+        saved = SavedRun.read(step_dir)
+        saved.check(cfg.to_dict(), world, allow_inexact)
+        warmup = saved.trainer_state.get("warmup_steps")
+    return plan_run(cfg, world, sets, warmup)
+
+
+def _check_local(pattern: str, option: str) -> None:
+    """A local pattern's directory must exist (checked before the brace expansion, which imports webdataset)."""
+    if "://" in pattern or pattern.startswith("pipe:"):
+        return
+    path = Path(pattern.split("{", 1)[0]) if "{" in pattern else Path(pattern)
+    if "{" in pattern and not pattern.split("{", 1)[0].endswith("/"):
+        path = path.parent
+    if not path.exists():
+        raise ConfigError(f"{option} {pattern}: {path} does not exist")
+
+
+@app.callback(invoke_without_command=True)
+def train(ctx: typer.Context, **kwargs: Any) -> None:
+    """Train FCLM (stage 1 or 2) from fclm-data shards; single process or under torchrun (DDP / FSDP2).
+
+    Every option below is a field of the train config (fclm_train/config.py); --set reaches the rest.
+    SIGTERM / SIGUSR1 save a checkpoint at the next step boundary and exit with status 75 (resume with --resume).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    flags = {k: v for k, v in kwargs.items() if k in _OPTIONS and v is not None}
+    try:
+        cfg, step_dir = resolve_config(kwargs["recipe"], kwargs["resume"], flags, kwargs["set"] or [])
+        if kwargs["print_config"]:
+            typer.echo(cfg.to_yaml(), nl=False)
+            return
+        plan = preflight(cfg, step_dir, kwargs["allow_inexact_resume"])
+        if kwargs["dry_run"]:
+            typer.echo(cfg.to_yaml() + "---\n" + plan.describe())
+            return
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    from .train import Trainer
+
+    trainer = Trainer(cfg, resume=step_dir, allow_inexact_resume=kwargs["allow_inexact_resume"])
+    try:
+        trainer.run()
+    except (ConfigError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    if trainer.status == "preempted":
+        raise typer.Exit(PREEMPTED_EXIT_CODE)
+
+
+def _install_signature() -> None:
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_FIXED_DEFAULTS.get(name),
+                                 annotation=annotation) for name, annotation in _FIXED.items()]  # fmt: skip
+    params += [param for _, param in _OPTIONS.values()]
+    train.__signature__ = inspect.Signature(params)
+    train.__annotations__ = {p.name: p.annotation for p in params}
+
+
+_install_signature()
 
 
 @app.command()
-def main(
-    shards: Annotated[Optional[list[str]], typer.Option(help="Shard set: brace pattern or build directory, optional ':WEIGHT'. Repeat to mix sets.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Train recipe YAML (TrainConfig fields, data.shards with weights).")] = None,
-    stage: Annotated[Optional[int], typer.Option(help="1: all modules (paper lr 2e-5, global batch 32); 2: the LLM only (lr 1e-5, batch 16). [default: 1]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model preset: tiny | 3b | 7b. [default: 3b]")] = None,
-    llm: Annotated[Optional[Path], typer.Option(help="Local Qwen2.5-VL-3B/7B-Instruct directory (weights + tokenizer).")] = None,
-    sam: Annotated[Optional[Path], typer.Option(help="SAM checkpoint, e.g. sam_vit_h_4b8939.pth.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output directory: checkpoints, metrics.jsonl, tensorboard/. [default: runs/fclm]")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: a checkpoint step directory, or a run directory (its latest).")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Start from a checkpoint's weights only (stage 2 from stage 1); fresh optimizer and data order.")] = None,
-    global_batch_size: Annotated[Optional[int], typer.Option(help="Samples per optimizer step over all ranks. [default: paper, per stage]")] = None,
-    micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per rank per forward (paper stage 2: 2). [default: 2]")] = None,
-    batch_unit: Annotated[Optional[str], typer.Option(help="sample (a paired DLC + DL-RES sample counts once) | row. [default: sample]")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: paper, per stage]")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay. [default: 0.0]")] = None,
-    warmup_ratio: Annotated[Optional[float], typer.Option(help="Warmup fraction of the steps, then cosine. [default: 0.03]")] = None,
-    grad_clip: Annotated[Optional[float], typer.Option(help="Gradient-norm clipping. [default: 1.0]")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Passes over the shard sets' samples. [default: 1]")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seeds init, shard order, mixing, shuffling. [default: 0]")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32.")] = None,
-    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Activation checkpointing in the LLM. [default: on]")] = None,
-    distributed: Annotated[Optional[str], typer.Option(help="ddp | fsdp (FSDP2 fully_shard) under torchrun. [default: ddp]")] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="Loader worker processes per rank. [default: 2]")] = None,
-    shuffle_buffer: Annotated[Optional[int], typer.Option(help="Raw samples in each worker's shuffle buffer. [default: 1000]")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Longest sequence in tokens; longer samples are skipped and counted (paper: 4096).")] = None,
-    log_every: Annotated[Optional[int], typer.Option(help="Steps between log lines. [default: 1]")] = None,
-    save_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints (one is always saved at the end). [default: 500]")] = None,
-    keep_last: Annotated[Optional[int], typer.Option(help="Checkpoints to keep (0: all). [default: 3]")] = None,
-    save_dtype: Annotated[Optional[str], typer.Option(help="float32 (exact resume) | bfloat16 (half the size).")] = None,
-    tensorboard: Annotated[Optional[bool], typer.Option("--tensorboard/--no-tensorboard", help="Write OUT/tensorboard if tensorboard is installed. [default: on]")] = None,
+def plot(
+    run: Annotated[Path, typer.Argument(help="A fclm-train output directory (its metrics.jsonl / val.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write. [default: RUN/curves.png]")] = None,
 ) -> None:
-    """Train FCLM (stage 1 or 2) from fclm-data shards; single process or under torchrun (DDP / FSDP2)."""
-    from .config import TrainConfig, load_recipe
-    from .train import Trainer
+    """Draw a run's loss parts, learning rate and throughput (and validation losses) into a PNG."""
+    from .metrics import plot_run
 
-    options = {k: v for k, v in locals().items() if k in _FIELDS and v is not None}
-    body = load_recipe(recipe) if recipe else {}
-    if shards:
-        body.setdefault("data", {})["shards"] = list(shards)
-    for name, value in options.items():
-        section, field = _FIELDS[name]
-        target = body if section is None else body.setdefault(section, {})
-        target[field] = str(value) if isinstance(value, Path) else value
-    if body.get("keep_last") == 0:
-        body["keep_last"] = None
     try:
-        cfg = TrainConfig.from_dict(body)
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    Trainer(cfg, resume=resume).run()
+        _, path = plot_run(run, out)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps({"png": str(path)}))
+
+
+def main() -> None:
+    app()
 
 
 if __name__ == "__main__":  # ``torchrun -m fclm_train.cli ...``

@@ -78,6 +78,20 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return bool(value.item() == 0.0)
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` holds on any rank (a preemption signal seen by one rank stops all at the same step)."""
+    return not all_true(not flag, device)
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (validation counts)."""
+    if not dist.is_initialized():
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def all_gather_objects(obj):
     """Every rank's ``obj`` as a list (rank order); ``[obj]`` without a process group."""
     if not dist.is_initialized():

@@ -8,12 +8,22 @@ the paper's global batch (stage 1: 32 samples at lr 2e-5, all modules; stage 2: 
 AdamW, linear warmup then cosine decay, gradient clipping at 1.0, bf16 autocast on CUDA (fp32 on CPU). A step
 whose gradient norm (or loss) is not finite is skipped -- no optimizer update, gradients dropped -- and counted
 in ``skipped_steps``; the scheduler still advances, so the LR schedule stays a function of the step.
+
+Resume (``Trainer(cfg, resume=RUN)``) restores model, optimizer, schedule position, RNG and loader position, and
+refuses a config that would change the data order (``fclm_train.rundir.EXACT_FIELDS``, the world size) unless
+``allow_inexact_resume``; a longer run re-plans the schedule (``fclm_train.plan``). SIGTERM / SIGUSR1 set a flag
+that the ranks all-reduce after every step: all of them save at the same step and stop (``status == "preempted"``).
+With ``val.shards`` the model is evaluated on a fixed held-out set every ``val.every`` steps and at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -27,25 +37,14 @@ from torch import nn
 
 from . import distributed as D
 from .checkpoint import MODEL_FILE, load_model_state, load_training_state, resolve_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import LARGE_PRESETS, ConfigError, TrainConfig, deep_merge
 from .data.encode import EncoderConfig
 from .data.loader import LoaderBatch, LoaderConfig, ShardLoader
 from .data.shards import resolve_shard_set
 from .data.tokenizer import build_tokenizer
 from .metrics import LOSS_PARTS, MetricsLogger
-
-
-class WarmupCosine:
-    """LR multiplier: linear warmup from 1/(w+1) to 1 over ``warmup`` steps, then cosine to ``min_ratio``."""
-
-    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
-        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / (self.warmup + 1)
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+from .plan import WarmupCosine, plan_run  # noqa: F401  (WarmupCosine: re-exported)
+from .rundir import SavedRun
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -58,6 +57,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 @dataclasses.dataclass
 class StepResult:
     losses: dict[str, float]  #: means over the step's micro-batches (this rank)
@@ -68,20 +68,32 @@ class StepResult:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None) -> None:
-        self.cfg, self.resume_from = cfg, resume
+    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None, allow_inexact_resume: bool = False) -> None:
+        self.cfg, self.resume_from, self.allow_inexact = cfg, resume, allow_inexact_resume
         self.step = 0
         self.samples = 0
         self.skipped_steps = 0
+        self.status = "running"  #: completed | preempted | failed
+        self.checkpoint: Path | None = None
+        self.last_val: dict[str, Any] = {}
+        self._stop_signal: int | None = None
+        self._old_handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         cfg = self.cfg
+        self._install_signal_handlers()
         self.info = D.init()
         self.accumulation = cfg.accumulation(self.info.world_size)  # fails before any model is built
         self.out_dir = Path(cfg.out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(f"out_dir: {self.out_dir} is a file, not a directory")
+        resume_dir = resolve_checkpoint(self.resume_from) if self.resume_from is not None else None
+        saved = self._check_resume(resume_dir) if resume_dir is not None else None
+        self.val_sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.val.shards]
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            _warn_random_init(cfg)
         torch.manual_seed(cfg.seed)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.info.device.type == "cuda")
         self.tokenizer = build_tokenizer(cfg.model, cfg.llm_path or _tokenizer_dir(cfg.init_from))
@@ -89,22 +101,24 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                            betas=cfg.optim.betas, eps=cfg.optim.eps)  # fmt: skip
         self.loader = self._setup_data()
-        # an epoch is one pass over every set's samples (recipe weights change the mix, not the length)
-        self.steps_per_epoch = math.ceil(self.loader.num_samples / cfg.global_batch_size)
-        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
-        warmup = math.ceil(cfg.optim.warmup_ratio * self.total_steps) if cfg.optim.warmup_ratio else 0
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(warmup, self.total_steps, cfg.optim.min_lr_ratio)
-        )
-        if self.resume_from is not None:
-            self._resume(resolve_checkpoint(self.resume_from))
-        self.logger = MetricsLogger(self.out_dir, self.total_steps, self.info.is_main, cfg.tensorboard)
+        self.plan = plan_run(cfg, self.info.world_size, self.loader.sets, saved.get("warmup_steps") if saved else None)
+        self.steps_per_epoch, self.total_steps = self.plan.steps_per_epoch, self.plan.total_steps
+        self.schedule = self.plan.schedule(cfg.optim.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        replanned = self._resume(resume_dir, saved) if resume_dir is not None else None
+        self.checkpoint = resume_dir
+        self.start_step = self.step
+        self.logger = MetricsLogger(self.out_dir, self.total_steps, self.info.is_main, cfg.reporters,
+                                    start_step=self.step, run_config=cfg.to_dict(),
+                                    wandb_project=cfg.wandb_project)  # fmt: skip
         self.logger.info(
             f"fclm-train stage {cfg.stage} | model {cfg.model} | {self.info.world_size} rank(s) on "
             f"{self.info.device.type} | {self.loader.num_samples} samples/epoch in {len(self.loader.sets)} set(s) | "
             f"global batch {cfg.global_batch_size} = {cfg.data.micro_batch_size} x {self.info.world_size} x "
             f"{self.accumulation} | {self.total_steps} steps from step {self.step} | lr {cfg.optim.lr:g}"
         )  # fmt: skip
+        if replanned:
+            self.logger.info(replanned)
 
     def _setup_model(self) -> nn.Module:
         from fclm_train.model import FCLMConfig, build_fclm
@@ -112,7 +126,7 @@ class Trainer:
         cfg = self.cfg
         overrides = {"llm": {"gradient_checkpointing": cfg.gradient_checkpointing},
                      "uniform_graph": self.info.distributed}  # fmt: skip
-        self.model_config = FCLMConfig.preset(cfg.model, **_merge(overrides, cfg.model_overrides))
+        self.model_config = FCLMConfig.preset(cfg.model, **deep_merge(overrides, cfg.model_overrides))
         model = build_fclm(self.model_config, cfg.llm_path, cfg.sam_path, tokenizer=self.tokenizer)
         if cfg.init_from is not None:
             model.load_state_dict(load_model_state(resolve_checkpoint(cfg.init_from) / MODEL_FILE), strict=True)
@@ -124,35 +138,73 @@ class Trainer:
             return D.wrap_ddp(model, self.info)
         return model
 
-    def _setup_data(self) -> ShardLoader:
-        cfg, fclm = self.cfg, self.model_config
-        if not cfg.data.shards:
-            raise ValueError("no shards: pass --shards PATTERN[:WEIGHT] (or data.shards in a recipe)")
-        sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.data.shards]
-        encoder = EncoderConfig(
+    def _encoder_config(self) -> EncoderConfig:
+        fclm, data = self.model_config, self.cfg.data
+        return EncoderConfig(
             side=fclm.image_long_side, patch_size=fclm.llm.patch_size, merge_size=fclm.llm.spatial_merge_size,
             temporal_patch_size=fclm.llm.temporal_patch_size, region_text=fclm.region_token_text,
-            max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt, draft=cfg.data.draft,
+            max_length=data.max_length, system_prompt=data.system_prompt, draft=data.draft,
         )  # fmt: skip
+
+    def _setup_data(self) -> ShardLoader:
+        cfg = self.cfg
+        if not cfg.data.shards:
+            raise ConfigError("data.shards: no shards; pass --shards PATTERN[:WEIGHT] (or data.shards in a recipe)")
+        sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.data.shards]
         loader = LoaderConfig(
             micro_batch_size=cfg.data.micro_batch_size, batch_unit=cfg.data.batch_unit,
             num_workers=cfg.data.num_workers, shuffle_buffer=cfg.data.shuffle_buffer,
             prefetch_factor=cfg.data.prefetch_factor, seed=cfg.seed,
         )  # fmt: skip
-        return ShardLoader(sets, self.tokenizer, encoder, loader, self.info.rank, self.info.world_size,
-                           pin_memory=self.info.device.type == "cuda")  # fmt: skip
+        return ShardLoader(sets, self.tokenizer, self._encoder_config(), loader, self.info.rank,
+                           self.info.world_size, pin_memory=self.info.device.type == "cuda")  # fmt: skip
 
-    def _resume(self, step_dir: Path) -> None:
+    # ------------------------------------------------------------------------------------------- resume
+    def _check_resume(self, step_dir: Path) -> dict[str, Any]:
+        """Compare the checkpoint's run with this config before anything is built; refuse what breaks exactness."""
+        saved = SavedRun.read(step_dir)
+        inexact = saved.check(self.cfg.to_dict(), self.info.world_size, self.allow_inexact)
+        self.exact_resume = not inexact
+        if inexact and self.info.is_main:
+            warnings.warn(f"inexact resume ({', '.join(inexact)} changed): the data order continues statistically",
+                          stacklevel=2)  # fmt: skip
+        return saved.trainer_state
+
+    def _resume(self, step_dir: Path, saved: dict[str, Any]) -> str | None:
+        """Restore the state; re-plan the schedule for this config's length. Returns a note when it changed."""
         fsdp = self.cfg.distributed == "fsdp" and self.info.distributed
         state, loader_state = load_training_state(step_dir, self.model, self.optimizer, self.scheduler, self.info,
                                                   fsdp=fsdp)  # fmt: skip
-        self.loader.load_state_dict(loader_state)
+        self.loader.load_state_dict(loader_state, exact=self.exact_resume)
         self.step, self.samples, self.skipped_steps = state["step"], state["samples"], state["skipped_steps"]
+        old_total = state.get("total_steps", self.total_steps)
+        old_lr = self.optimizer.param_groups[0]["lr"]
+        self._apply_hyperparameters()
+        if old_total == self.total_steps:
+            return None
+        lr = self.optimizer.param_groups[0]["lr"]
+        return (f"re-planned: {old_total} -> {self.total_steps} steps; warmup stays {self.plan.warmup_steps} steps, "
+                f"the cosine now spans {self.total_steps}; lr for step {self.step + 1}: {old_lr:.3g} -> {lr:.3g}")
+
+    def _apply_hyperparameters(self) -> None:
+        """The optimizer and scheduler states carry the first run's lr, schedule and AdamW settings: this
+        config's win (flags given with --resume), and the lr follows the re-planned schedule at this step."""
+        optim = self.cfg.optim
+        self.schedule.__init__(self.plan.warmup_steps, self.total_steps, optim.min_lr_ratio)  # load_state_dict
+        self.scheduler.base_lrs = [optim.lr for _ in self.optimizer.param_groups]  # overwrote both
+        for group, decay in zip(self.optimizer.param_groups, (optim.weight_decay, 0.0)):
+            group.update(lr=optim.lr * self.schedule(self.step), initial_lr=optim.lr, weight_decay=decay,
+                         betas=optim.betas, eps=optim.eps)  # fmt: skip
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------------------------------- train
     def train(self) -> None:
         self.model.train()
-        batches = iter(self.loader)
+        self.started = time.perf_counter()
+        if self.step >= self.total_steps:
+            self.logger.info(f"the run is at step {self.step} of {self.total_steps}: nothing to train "
+                             f"(extend it with --max-steps or --epochs)")  # fmt: skip
+        batches = self._start_loader()
         last = time.perf_counter()
         while self.step < self.total_steps:
             result = self.train_step(batches)
@@ -164,8 +216,37 @@ class Trainer:
                 now = time.perf_counter()
                 self._log(result, now - last)
                 last = now
-            if self.step % self.cfg.save_every == 0 or self.step == self.total_steps:
-                self.save()
+            saved = self.step % self.cfg.save_every == 0 or self.step == self.total_steps
+            if saved:
+                self.checkpoint = self.save()
+            # every rank agrees: one rank's signal stops all of them after this same step
+            if D.any_true(self._stop_signal is not None, self.info.device):
+                if not saved:
+                    self.checkpoint = self.save()
+                self.status = "preempted"
+                self.logger.info(f"preempted: checkpoint at step {self.step} in {self.checkpoint}")
+                break
+            if self.val_sets and self.cfg.val.every and self.step % self.cfg.val.every == 0:
+                self.validate()
+        else:
+            self.status = "completed"
+            if self.val_sets and not self.last_val.get("step") == self.step:
+                self.validate()
+
+    def _start_loader(self) -> Iterator[LoaderBatch]:
+        """The batch iterator, its worker processes started with the preemption signals blocked: a launcher that
+        signals the whole process group (torchrun, SLURM) must not kill the loader workers before the save."""
+        batches = iter(self.loader)
+        if self.step >= self.total_steps:
+            return batches
+        if threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPT_SIGNALS)  # inherited by the forked workers
+        try:
+            first = next(batches)  # forks the workers
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPT_SIGNALS)  # pending ones arrive now
+        return itertools.chain([first], batches)
 
     def train_step(self, batches: Iterator[LoaderBatch]) -> StepResult:
         """``accumulation`` forward / backward passes, one clipped AdamW update (or a counted skip)."""
@@ -209,7 +290,7 @@ class Trainer:
         return nullcontext()
 
     def _log(self, result: StepResult, seconds: float) -> None:
-        losses = D.all_mean(result.losses, self.info.device)
+        losses = self.last_losses = D.all_mean(result.losses, self.info.device)
         steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
         skipped = D.all_gather_objects(self.loader.skipped())
         record = {
@@ -220,9 +301,59 @@ class Trainer:
         }  # fmt: skip
         self.logger.log(record)
 
+    # ------------------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Mean LM / mask losses over the fixed held-out set; cIoU / gIoU of the [SEG] masks (teacher-forced, as
+        LISA's validation), scored by ``fclm_train.eval.segmentation`` on the pre-pad SAM frame."""
+        from fclm_train.eval.segmentation import SegmentationMeter
+        from fclm_train.model.mask_decoder import postprocess_masks
+
+        val, world = self.cfg.val, self.info.world_size
+        total = min(val.max_samples, sum(s.num_samples for s in self.val_sets))
+        config = LoaderConfig(micro_batch_size=val.micro_batch_size, batch_unit=self.cfg.data.batch_unit,
+                              num_workers=0, shuffle_buffer=1, seed=self.cfg.seed)  # fmt: skip
+        loader = ShardLoader(self.val_sets, self.tokenizer, self._encoder_config(), config, self.info.rank, world)
+        meter = SegmentationMeter()
+        lm = mask = tokens = objects = loss = batches = samples = 0.0
+        self.model.eval()
+        for index, batch in zip(range(math.ceil(total / (world * val.micro_batch_size))), loader):
+            inputs = batch.inputs
+            inputs.seed = index
+            inputs = inputs.to(self.info.device)
+            with self._autocast():
+                out = self.model(inputs)
+            n_tokens, n_objects = out.num_lm_tokens, 0 if out.seg_index is None else int(out.seg_index.numel())
+            lm += float(out.lm_loss) * n_tokens
+            mask += float(out.mask_loss) * n_objects
+            loss, tokens, objects, batches = loss + float(out.loss), tokens + n_tokens, objects + n_objects, batches + 1
+            samples += batch.num_samples
+            for k, occurrence in enumerate((out.seg_index if n_objects else torch.zeros(0)).tolist()):
+                row = int(inputs.seg_batch_index[occurrence])
+                h, w = inputs.sam_input_sizes[row].tolist()
+                pred = postprocess_masks(out.seg_logits[k : k + 1].float(), self.model_config.image_long_side,
+                                         (h, w), (h, w))[0] > 0  # fmt: skip
+                ignore = None if inputs.seg_ignore is None else inputs.seg_ignore[occurrence, :h, :w].cpu().numpy()
+                meter.update(pred.cpu().numpy(), inputs.seg_masks[occurrence, :h, :w].cpu().numpy(), ignore)
+        self.model.train()
+        sums = D.all_sum([lm, mask, tokens, objects, loss, batches, samples, meter.intersection, meter.union,
+                          meter.iou_sum, meter.n], self.info.device)  # fmt: skip
+        lm, mask, tokens, objects, loss, batches, samples, inter, union, iou_sum, n = sums
+        record: dict[str, Any] = {"step": self.step, "loss": loss / max(batches, 1),
+                                  "lm_loss": lm / max(tokens, 1), "samples": int(samples)}  # fmt: skip
+        if objects:
+            record["mask_loss"] = mask / objects
+        if n:
+            meter.intersection, meter.union, meter.iou_sum, meter.n = int(inter), int(union), iou_sum, int(n)
+            record.update({k: v for k, v in meter.compute().items() if k != "n"}, expressions=int(n))
+        self.logger.log_val(record)
+        self.last_val = record
+        return record
+
     def save(self) -> Path:
         trainer_state = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "samples": self.samples,
                          "skipped_steps": self.skipped_steps, "total_steps": self.total_steps,
+                         "warmup_steps": self.plan.warmup_steps, "world_size": self.info.world_size,
                          "steps_per_epoch": self.steps_per_epoch,
                          "skipped_samples": _sum_counts(D.all_gather_objects(self.loader.skipped()))}  # fmt: skip
         dtype = torch.bfloat16 if self.cfg.save_dtype == "bfloat16" else torch.float32
@@ -233,19 +364,52 @@ class Trainer:
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- cleanup
+    def summary(self) -> dict[str, Any]:
+        """What the end-of-run screen and ``OUT/summary.json`` hold (collective: every rank calls it)."""
+        seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
+        done = self.step - self.start_step
+        return {
+            "status": self.status, "step": self.step, "total_steps": self.total_steps, "steps_this_run": done,
+            "samples": self.samples, "skipped_steps": self.skipped_steps,
+            "skipped_samples": _sum_counts(D.all_gather_objects(self.loader.skipped())),
+            "seconds": round(seconds, 3), "samples_per_s": done * self.cfg.global_batch_size / max(seconds, 1e-9),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None, "out_dir": str(self.out_dir),
+            "last_losses": getattr(self, "last_losses", {}), "val": self.last_val,
+        }  # fmt: skip
+
     def cleanup(self) -> None:
         if hasattr(self, "logger"):
             self.logger.close()
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers = {}
         D.cleanup()
 
     def run(self) -> Path:
-        """setup -> train -> cleanup; returns the output directory."""
+        """setup -> train -> summary -> cleanup; returns the output directory (``status`` says how it ended)."""
         try:
             self.setup()
             self.train()
+            self.logger.summary(self.summary())
+        except BaseException:
+            self.status = "failed"
+            raise
         finally:
             self.cleanup()
         return self.out_dir
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM (Kubernetes, torchrun's forward) / SIGUSR1 (SLURM --signal): stop after the current step."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in PREEMPT_SIGNALS:
+            self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self._stop_signal is None:
+            print(f"fclm-train: got {signal.Signals(signum).name}: saving at the next step boundary",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        self._stop_signal = signum
 
 
 class _FsdpNoSync:
@@ -282,9 +446,19 @@ def _sum_counts(per_rank: list[dict[str, int]]) -> dict[str, int]:
     return dict(total)
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if nested else value
-    return merged
+
+
+def _warn_random_init(cfg: TrainConfig) -> None:
+    """A 3B / 7B preset without pretrained weights trains from noise: say so where it cannot be missed."""
+    if cfg.model not in LARGE_PRESETS or cfg.init_from is not None:
+        return
+    missing = [flag for flag, value in (("--llm", cfg.llm_path), ("--sam", cfg.sam_path)) if value is None]
+    if missing:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[bold red]WARNING: model {cfg.model} without {' and '.join(missing)}: "
+            f"{'the Qwen2.5-VL LLM' if '--llm' in missing else ''}{' and ' if len(missing) == 2 else ''}"
+            f"{'SAM' if '--sam' in missing else ''} start from RANDOM weights. Pass --llm /ckpt/Qwen2.5-VL-"
+            f"{cfg.model.upper()}-Instruct --sam /ckpt/sam_vit_h_4b8939.pth for the paper's setup.[/]"
+        )

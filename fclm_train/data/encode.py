@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 import torch
 
 from fclm_data.masks import decode_rle
+from fclm_train.config import DataConfig
+from fclm_train.model.inputs import IGNORE_INDEX
 
 from .prompts import prompt_mask
 from .vision import image_token_count, mask_to_frame, open_image, qwen_patches, sam_frame
 
-IGNORE_INDEX = -100
 log = logging.getLogger(__name__)
 
 
@@ -46,9 +47,9 @@ class EncoderConfig:
     merge_size: int = 2  #: Qwen2.5-VL
     temporal_patch_size: int = 2  #: Qwen2.5-VL
     region_text: str = "<mask><pos>"  #: ``FCLMConfig.region_token_text``
-    max_length: int = 4096  #: paper §S1.1: input sequence length
-    system_prompt: str | None = "You are a helpful assistant."  #: Qwen2.5-VL's default system turn
-    draft: bool = True  #: reduced-size JPEG decoding when the original is >= 2x the target
+    max_length: int = DataConfig.max_length  #: the train config's data fields own these defaults
+    system_prompt: str | None = DataConfig.system_prompt
+    draft: bool = DataConfig.draft
 
 
 @dataclass

@@ -180,15 +180,16 @@ class ShardLoader:
     def state_dict(self) -> dict[str, Any]:
         return self.state.to_dict()
 
-    def load_state_dict(self, body: dict[str, Any]) -> None:
+    def load_state_dict(self, body: dict[str, Any], exact: bool = True) -> None:
+        """``exact=False``: the trainer accepted an inexact resume (other shards, seed, batch): reseed the streams."""
         state = LoaderState.from_dict(body)
-        if (state.world_size, state.num_workers) != (self.world_size, self.config.num_workers):
+        if not exact or (state.world_size, state.num_workers) != (self.world_size, self.config.num_workers):
             log.warning(
                 "loader state was saved with world_size=%d, num_workers=%d; now %d, %d: resuming statistically "
                 "(fresh seeded streams), not with the exact next batches",
                 state.world_size, state.num_workers, self.world_size, self.config.num_workers,
             )  # fmt: skip
-            state = LoaderState(state.seed * 1_000_003 + state.batches, self.world_size, self.config.num_workers,
+            state = LoaderState(self.config.seed * 1_000_003 + state.batches, self.world_size, self.config.num_workers,
                                 batches=0)  # fmt: skip
         self.state = state
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from fclm_data.masks import encode_mask
 from fclm_data.render import render_sample
+from fclm_train.config import DataConfig
 from fclm_train.data.encode import EncoderConfig
 from fclm_train.eval.gcg import parse_gcg_output
 from fclm_train.model import FCLMModel
@@ -65,8 +66,8 @@ class GroundedCaption(NamedTuple):
     masks: list[np.ndarray]  #: (H, W) bool per [SEG]
 
 
-def encoder_config_for(model: FCLMModel, system_prompt: str | None = "You are a helpful assistant.",
-                       draft: bool = True) -> EncoderConfig:  # fmt: skip
+def encoder_config_for(model: FCLMModel, system_prompt: str | None = DataConfig.system_prompt,
+                       draft: bool = DataConfig.draft) -> EncoderConfig:  # fmt: skip
     """The :class:`EncoderConfig` the trainer used for ``model`` (sizes from the model, text from the run)."""
     vision = model.qwen.config.vision_config
     rx = model.region_extractor
@@ -104,8 +105,8 @@ class Predictor:
         step_dir = resolve_checkpoint(path)
         model, tokenizer = load_model(step_dir, device=device, dtype=dtype)
         data = json.loads((step_dir / "train_config.json").read_text()).get("data", {})
-        config = encoder_config_for(model, data.get("system_prompt", "You are a helpful assistant."),
-                                    data.get("draft", True))  # fmt: skip
+        config = encoder_config_for(model, data.get("system_prompt", DataConfig.system_prompt),
+                                    data.get("draft", DataConfig.draft))  # fmt: skip
         return cls(model, tokenizer, encoder_config=kwargs.pop("encoder_config", config), **kwargs)
 
     @property

@@ -24,7 +24,6 @@ from .config import (
 from .fclm import FCLMModel, FCLMOutput
 from .inputs import FCLMInputs
 from .llm import FCLM_TOKENS, TokenIds, add_fclm_tokens, build_qwen, init_new_token_rows, load_qwen, qwen_config
-from .losses import LossWeights
 from .mask_decoder import FCLMMaskDecoder, build_sam_prompt_modules
 from .region_extractor import HybridRegionExtractor
 from .vision import SamImageEncoder, build_sam_image_encoder
@@ -32,7 +31,7 @@ from .weights import load_sam_checkpoint
 
 __all__ = [
     "FCLMConfig", "LLMConfig", "SamConfig", "RegionExtractorConfig", "MaskDecoderConfig", "LossConfig",
-    "FCLMModel", "FCLMOutput", "FCLMInputs", "LossWeights", "TokenIds", "FCLM_TOKENS",
+    "FCLMModel", "FCLMOutput", "FCLMInputs", "TokenIds", "FCLM_TOKENS",
     "build_fclm", "load_tokenizer", "add_fclm_tokens",
 ]  # fmt: skip
 
@@ -83,8 +82,7 @@ def build_fclm(
         frame_side=cfg.image_long_side, local_features=rx.local_features, crop_size=rx.crop_size,
         crop_expand=rx.crop_expand, crop_min_size=rx.crop_min_size, hidden_source=md.hidden_source,
         max_objects_per_sample=md.max_objects_per_sample, object_seed=md.object_seed,
-        weights=LossWeights(ce=loss.ce_weight, bce=loss.bce_weight, dice=loss.dice_weight,
-                            self_recon=loss.self_recon_weight, latent=loss.latent_weight),
+        weights=loss,
         dice_eps=loss.dice_eps, latent_kind=loss.latent_kind, latent_space=loss.latent_space,
         latent_pos_source=loss.latent_pos_source, latent_detach_pos=loss.latent_detach_pos,
         self_recon_source=loss.self_recon_source, consistency_token=loss.consistency_token,

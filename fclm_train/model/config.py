@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fclm_train.config import deep_merge
+
 #: Names of the trainable parameter groups that ``FCLMModel.parameter_groups`` can return.
 GROUP_NAMES = ("vision_tower", "llm", "region_extractor", "mask_decoder")
 
@@ -198,7 +200,7 @@ class FCLMConfig:
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
         body = presets[name]().to_dict()
-        return cls.from_dict(_deep_merge(body, overrides))
+        return cls.from_dict(deep_merge(body, overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,16 +227,6 @@ class FCLMConfig:
 def _from_flat(kind: type, body: dict[str, Any]) -> Any:
     tuples = {f.name for f in dataclasses.fields(kind) if str(f.type).startswith("tuple")}
     return kind(**{k: tuple(v) if k in tuples else v for k, v in body.items()})
-
-
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _qwen_3b() -> FCLMConfig:

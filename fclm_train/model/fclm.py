@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from .config import LossConfig
 from .inputs import FCLMInputs
 from .llm import TokenIds, language_parameters, llm_hidden_states, splice_region_tokens
-from .losses import LossWeights, language_model_loss, latent_loss, mask_bce_dice, valid_pixels
+from .losses import language_model_loss, latent_loss, mask_bce_dice, valid_pixels
 from .mask_decoder import FCLMMaskDecoder, upsample_to_frame
 from .region_extractor import HybridRegionExtractor, RegionTokens
 from .vision import SamImageEncoder, crop_regions, qwen_image_features
@@ -60,7 +61,7 @@ class FCLMModel(nn.Module):
         self, *, qwen: Qwen2_5_VLForConditionalGeneration, sam_encoder: SamImageEncoder,
         region_extractor: HybridRegionExtractor, mask_decoder: FCLMMaskDecoder, token_ids: TokenIds,
         frame_side: int, local_features: str, crop_size: int, crop_expand: float, crop_min_size: int,
-        hidden_source: str, max_objects_per_sample: int, object_seed: int, weights: LossWeights, dice_eps: float,
+        hidden_source: str, max_objects_per_sample: int, object_seed: int, weights: LossConfig, dice_eps: float,
         latent_kind: str, latent_space: str, latent_pos_source: str, latent_detach_pos: bool,
         self_recon_source: str, consistency_token: str, stage_groups: dict[int, tuple[str, ...]],
         uniform_graph: bool = False, validate_inputs: bool = True,
@@ -130,7 +131,7 @@ class FCLMModel(nn.Module):
         )
         latent = self._latent(inputs, seg_hidden, tokens, hidden)
         w = self.weights
-        total = w.ce * lm_loss + mask_parts[2] + w.self_recon * recon_parts[2] + w.latent * latent
+        total = w.ce_weight * lm_loss + mask_parts[2] + w.self_recon_weight * recon_parts[2] + w.latent_weight * latent
         total = total + extractor_dummy + decoder_dummy
         return FCLMOutput(
             loss=total, lm_loss=lm_loss, mask_bce=mask_parts[0], mask_dice=mask_parts[1], mask_loss=mask_parts[2],
@@ -179,8 +180,8 @@ class FCLMModel(nn.Module):
         generator = torch.Generator().manual_seed(self.object_seed * 1_000_003 + int(inputs.seed))
         empty = torch.zeros(0, dtype=torch.long)
         w = self.weights
-        seg = _sample_per_row(inputs.seg_batch_index, self.max_objects, generator) if w.bce or w.dice else empty
-        recon = _sample_per_row(inputs.region_batch_index, self.max_objects, generator) if w.self_recon else empty
+        seg = _sample_per_row(inputs.seg_batch_index, self.max_objects, generator) if w.bce_weight or w.dice_weight else empty
+        recon = _sample_per_row(inputs.region_batch_index, self.max_objects, generator) if w.self_recon_weight else empty
         return seg.to(inputs.input_ids.device), recon.to(inputs.input_ids.device)
 
     def _sam_embeddings(self, inputs: FCLMInputs, seg_sel: torch.Tensor, recon_sel: torch.Tensor):
@@ -276,13 +277,13 @@ class FCLMModel(nn.Module):
             weight = weight & ~ignore
         bce, dice = mask_bce_dice(logits, targets, weight, self.dice_eps)
         bce, dice = bce.mean(), dice.mean()
-        return bce, dice, self.weights.bce * bce + self.weights.dice * dice
+        return bce, dice, self.weights.bce_weight * bce + self.weights.dice_weight * dice
 
     def _latent(self, inputs: FCLMInputs, seg_hidden, tokens: RegionTokens, hidden) -> torch.Tensor:
         """Paper Eq. 5 over ``consistency_pairs`` (T_seg from the LLM, T_pos from the configured source)."""
         pairs = inputs.consistency_pairs
         pos_vectors = self._consistency_vectors(tokens, hidden, inputs.input_ids, self.latent_pos_source)
-        if pairs.shape[0] == 0 or pos_vectors is None or self.weights.latent == 0:
+        if pairs.shape[0] == 0 or pos_vectors is None or self.weights.latent_weight == 0:
             return hidden.new_zeros((), dtype=torch.float32)
         t_seg, t_pos = seg_hidden[pairs[:, 1]], pos_vectors[pairs[:, 0]]
         if self.latent_space == "prompt":

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: the label of positions without LM loss (torch's cross-entropy default); the data side writes it, the loss skips it
+IGNORE_INDEX = -100
+
 
 @dataclass
 class FCLMInputs:

@@ -3,27 +3,16 @@
 Total (paper Eqs. 3-5): ``ce * L_ce + (bce * BCE + dice * Dice)[SEG] + self_recon * (bce * BCE + dice * Dice)<pos>
 + latent * L_latent``. Mask terms are per-object means over the pre-pad SAM frame (long side 1024), averaged over
 the objects of the batch (LISA's normalisation). To add a loss: a function here, a weight in
-:class:`LossWeights` (and ``LossConfig``) and a test.
+:class:`~fclm_train.model.config.LossConfig` and a test.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    ce: float = 1.0
-    bce: float = 2.0
-    dice: float = 0.5
-    self_recon: float = 1.0
-    latent: float = 1.0
+from .inputs import IGNORE_INDEX  # noqa: F401  (re-exported: the loss's ignore label)
 
 
 def language_model_loss(

@@ -15,9 +15,8 @@ import torch
 from PIL import Image
 
 from .config import FCLMConfig
-from .inputs import FCLMInputs
+from .inputs import IGNORE_INDEX, FCLMInputs
 from .llm import add_fclm_tokens
-from .losses import IGNORE_INDEX
 from .vision import mask_to_sam_frame, to_sam_frame
 
 QWEN_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")

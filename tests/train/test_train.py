@@ -171,3 +171,22 @@ def test_init_from_takes_the_weights_only(tmp_path, mixed_build, stage2_build):
         assert not any(p.requires_grad for p in stage2.model.qwen.model.visual.parameters())
     finally:
         stage2.cleanup()
+
+
+def test_inexact_resume_is_refused_before_building_then_accepted_when_asked(tmp_path, mixed_build, monkeypatch):
+    from fclm_train import train as train_module
+    from fclm_train.config import ResumeError
+
+    first = Trainer(tiny_config(tmp_path / "a", [str(mixed_build)], max_steps=2)).run()
+    changed = tiny_config(tmp_path / "b", [str(mixed_build)], max_steps=3, data={"num_workers": 1})
+    built = []
+    monkeypatch.setattr(train_module.Trainer, "_setup_model", lambda self: built.append(1))
+    with pytest.raises(ResumeError, match="data.num_workers 2 -> 1 changes the batches"):
+        Trainer(changed, resume=first).run()
+    assert not built  # refused before any model was built
+    monkeypatch.undo()
+    trainer = Trainer(changed, resume=first, allow_inexact_resume=True)
+    with pytest.warns(UserWarning, match=r"inexact resume \(data.num_workers changed\)"):
+        trainer.run()
+    assert trainer.status == "completed" and [r["step"] for r in read_metrics(tmp_path / "b")] == [3]
+    assert trainer.loader.state.batches == 2 and trainer.loader.state.num_workers == 1  # reseeded streams

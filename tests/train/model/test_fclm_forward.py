@@ -29,7 +29,8 @@ def test_forward_returns_every_loss_part_finite_and_positive(cfg, build, make_ba
         assert value.ndim == 0 and torch.isfinite(value), name
         assert value.item() > 0, name
     w = model.weights
-    expected = w.ce * out.lm_loss + out.mask_loss + w.self_recon * out.recon_loss + w.latent * out.latent_loss
+    expected = (w.ce_weight * out.lm_loss + out.mask_loss + w.self_recon_weight * out.recon_loss
+                + w.latent_weight * out.latent_loss)
     torch.testing.assert_close(out.loss, expected)
     assert out.seg_logits.shape[0] == 3 and out.recon_logits.shape[0] == 3  # all objects (<= 5 per row)
 
