@@ -1,6 +1,7 @@
 # Two entry points, both self-contained on a fresh machine (see README.md).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
+PYTEST_ARGS ?=
 DEMO := shards/demo
 
 .PHONY: install quickstart test
@@ -18,5 +19,6 @@ quickstart: install
 	fclm-data inspect $(DEMO)/stage2 --strict --render $(DEMO)/stage2/overlays -n 6
 	fclm-data inspect $(DEMO)/stage2/shard-000000.tar --json -n 1
 
+# Run from the repository root (pyproject's testpaths); pytest exits 5 if it collects nothing, and make fails.
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
