@@ -252,7 +252,7 @@ def iter_shard(url: str) -> Iterator[dict]:
     except Exception as exc:
         if "unexpected end of data" in str(exc) or "truncated" in str(exc).lower():
             raise ShardReadError(url, "truncated_shard", _one_line(exc)) from None
-        raise ShardReadError(url, "shard_read_error", _one_line(exc)) from None
+        raise ShardReadError(url, "shard_read_error", _read_failure(url, exc)) from None
 
 
 def count_tar_samples(url: str) -> int:
@@ -270,8 +270,14 @@ def count_tar_samples(url: str) -> int:
     except (tarfile.ReadError, EOFError) as exc:
         raise ShardError(f"{url}: not a complete tar ({_one_line(exc)}); rebuild it or leave it out") from None
     except Exception as exc:
-        raise ShardError(f"{url}: cannot read: {_one_line(exc)}") from None
+        raise ShardError(f"{url}: cannot read: {_read_failure(url, exc)}") from None
     return len(keys)
+
+
+def _read_failure(url: str, exc: BaseException) -> str:
+    """webdataset's pipe errors hold the Popen arguments; say what happened instead."""
+    status = re.search(r"exit (-?\d+)", str(exc)) if scheme(url) == "pipe" else None
+    return f"the command exited with status {status[1]}" if status else _one_line(exc)
 
 
 def shard_counts(urls: list[str]) -> list[int]:
@@ -325,11 +331,16 @@ def resolve_shard_set(spec: str, weight: float | None = None, name: str | None =
         raise ShardError(f"--shards {spec!r}: {_one_line(exc)}") from None
     if not urls:
         raise MissingShardError(f"--shards {spec!r} matches no shard")
-    missing = missing_shards(urls)
-    if missing:
-        raise MissingShardError(f"--shards {spec!r}: {len(missing)} of {len(urls)} shards do not exist, "
-                                f"e.g. {missing[0]}")  # fmt: skip
-    counts = shard_counts(urls)
+    try:
+        missing = missing_shards(urls)
+        if missing:
+            where = " or cannot be reached" if is_remote(missing[0]) else ""
+            raise MissingShardError(f"{len(missing)} of {len(urls)} shards do not exist{where}, e.g. {missing[0]}")
+        counts = shard_counts(urls)
+    except MissingShardError as exc:
+        raise MissingShardError(f"--shards {spec!r}: {exc}") from None
+    except ShardError as exc:
+        raise ShardError(f"--shards {spec!r}: {exc}") from None
     if sum(counts) == 0:
         raise ShardError(f"--shards {spec!r} holds no samples")
     final_weight = parsed_weight if weight is None else weight
