@@ -30,6 +30,7 @@ _FIELDS = {
     "grad_clip": ("optim", "grad_clip"), "micro_batch_size": ("data", "micro_batch_size"),
     "batch_unit": ("data", "batch_unit"), "num_workers": ("data", "num_workers"),
     "shuffle_buffer": ("data", "shuffle_buffer"), "max_length": ("data", "max_length"),
+    "max_skip_fraction": ("data", "max_skip_fraction"),
 }  # fmt: skip
 
 
@@ -60,6 +61,7 @@ def main(
     num_workers: Annotated[Optional[int], typer.Option(help="Loader worker processes per rank. [default: 2]")] = None,
     shuffle_buffer: Annotated[Optional[int], typer.Option(help="Raw samples in each worker's shuffle buffer. [default: 1000]")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Longest sequence in tokens; longer samples are skipped and counted (paper: 4096).")] = None,
+    max_skip_fraction: Annotated[Optional[float], typer.Option(help="Stop when more than this fraction of the samples read is lost or skipped (bad shards, undecodable samples). [default: 0.01]")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Steps between log lines. [default: 1]")] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints (one is always saved at the end). [default: 500]")] = None,
     keep_last: Annotated[Optional[int], typer.Option(help="Checkpoints to keep (0: all). [default: 3]")] = None,
@@ -84,7 +86,13 @@ def main(
         cfg = TrainConfig.from_dict(body)
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    Trainer(cfg, resume=resume).run()
+    from .data.shards import ShardError
+
+    try:
+        Trainer(cfg, resume=resume).run()
+    except ShardError as exc:  # unreadable shards, rotten data: one line, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":  # ``torchrun -m fclm_train.cli ...``

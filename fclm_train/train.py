@@ -29,7 +29,7 @@ from . import distributed as D
 from .checkpoint import MODEL_FILE, load_model_state, load_training_state, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.encode import EncoderConfig
-from .data.loader import LoaderBatch, LoaderConfig, ShardLoader
+from .data.loader import LoaderBatch, LoaderConfig, RottenDataError, ShardLoader, rotten_data
 from .data.shards import resolve_shard_set
 from .data.tokenizer import build_tokenizer
 from .metrics import LOSS_PARTS, MetricsLogger
@@ -166,6 +166,9 @@ class Trainer:
                 last = now
             if self.step % self.cfg.save_every == 0 or self.step == self.total_steps:
                 self.save()
+        read, skipped = self._data_stats()
+        self.logger.info(f"data: {read} samples read, skipped by reason: {skipped or 'none'}")
+        self._check_data(read, skipped, final=True)
 
     def train_step(self, batches: Iterator[LoaderBatch]) -> StepResult:
         """``accumulation`` forward / backward passes, one clipped AdamW update (or a counted skip)."""
@@ -211,20 +214,34 @@ class Trainer:
     def _log(self, result: StepResult, seconds: float) -> None:
         losses = D.all_mean(result.losses, self.info.device)
         steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
-        skipped = D.all_gather_objects(self.loader.skipped())
+        read, skipped = self._data_stats()
         record = {
             "step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), **losses,
             "lr": result.lr, "grad_norm": result.grad_norm, "samples": self.samples,
             "samples_per_s": steps * self.cfg.global_batch_size / max(seconds, 1e-9),
-            "skipped_steps": self.skipped_steps, "skipped_samples": _sum_counts(skipped), "finite": result.finite,
+            "skipped_steps": self.skipped_steps, "skipped_samples": skipped, "read_samples": read,
+            "finite": result.finite,
         }  # fmt: skip
         self.logger.log(record)
+        self._check_data(read, skipped, final=False)
+
+    def _data_stats(self) -> tuple[int, dict[str, int]]:
+        """Raw samples read and samples lost / skipped by reason, over all ranks (every rank gets the same)."""
+        stats = D.all_gather_objects(self.loader.data_stats())
+        return sum(s["read"] for s in stats), _sum_counts([s["skipped"] for s in stats])
+
+    def _check_data(self, read: int, skipped: dict[str, int], final: bool) -> None:
+        """Stop a run whose data is rotten (``data.max_skip_fraction``); every rank decides on the same counts."""
+        reason = rotten_data(read, skipped, self.cfg.data.max_skip_fraction, final)
+        if reason is not None:
+            self.logger.info(f"stopping: {reason}")
+            raise RottenDataError(f"{reason}; fix or drop the shards (or raise data.max_skip_fraction)")
 
     def save(self) -> Path:
         trainer_state = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "samples": self.samples,
                          "skipped_steps": self.skipped_steps, "total_steps": self.total_steps,
                          "steps_per_epoch": self.steps_per_epoch,
-                         "skipped_samples": _sum_counts(D.all_gather_objects(self.loader.skipped()))}  # fmt: skip
+                         "skipped_samples": self._data_stats()[1]}  # fmt: skip
         dtype = torch.bfloat16 if self.cfg.save_dtype == "bfloat16" else torch.float32
         return save_checkpoint(
             self.out_dir, self.step, self.model, self.optimizer, self.scheduler, self.loader.state_dict(),

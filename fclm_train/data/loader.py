@@ -215,6 +215,10 @@ class ShardLoader:
         self.state = state
 
 
+class RottenDataError(ShardError):
+    """Too much of the data is unreadable or undecodable for the run to mean anything."""
+
+
 def skipped_fraction(read: int, skipped: dict[str, int]) -> tuple[int, int]:
     """(samples lost or skipped, samples the data should have given) from :meth:`ShardLoader.data_stats`."""
     lost = sum(n for reason, n in skipped.items() if reason != EXTRA_SAMPLES)

@@ -230,13 +230,11 @@ def _known_counts(directory: str) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------------------- reading
 def iter_shard(url: str) -> Iterator[dict]:
-    """Raw samples of one shard, in tar order (webdataset's tar iterator and key grouping).
+    """Raw samples of one shard, in tar order: ``{"__key__", "__url__", ext: bytes, ...}`` (webdataset's layout).
 
     Raises :class:`ShardReadError` after the last complete sample when the shard cannot be opened or read
     (``shard_read_error``) or its tar ends mid-stream (``truncated_shard``); a partial sample is never yielded.
     """
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
-
     try:
         stream = open_shard(url)
     except ShardError:
@@ -245,14 +243,41 @@ def iter_shard(url: str) -> Iterator[dict]:
         raise ShardReadError(url, "shard_read_error", _one_line(exc)) from None
     try:
         with stream:
-            files = ({**f, "__url__": url} for f in tar_file_iterator(stream))
-            yield from group_by_keys(files)
+            yield from _tar_samples(stream, url)
     except (tarfile.ReadError, EOFError) as exc:
         raise ShardReadError(url, "truncated_shard", _one_line(exc)) from None
+    except ShardError:
+        raise
     except Exception as exc:
-        if "unexpected end of data" in str(exc) or "truncated" in str(exc).lower():
-            raise ShardReadError(url, "truncated_shard", _one_line(exc)) from None
         raise ShardReadError(url, "shard_read_error", _read_failure(url, exc)) from None
+
+
+def _tar_samples(stream: IO[bytes], url: str) -> Iterator[dict]:
+    """Members grouped by key (webdataset's ``base_plus_ext``), each sample yielded as soon as the next key's
+    header is read, so a tar cut inside a sample loses that sample and nothing before it."""
+    from webdataset.tariterators import base_plus_ext
+
+    current: dict | None = None
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for info in tar:
+            name = info.name
+            if not info.isreg() or re.match(r"__[^/]*__($|/)", name) or name.startswith("."):
+                continue
+            prefix, suffix = base_plus_ext(name)
+            if prefix is None:
+                continue
+            if current is not None and prefix != current["__key__"]:
+                yield current
+                current = None
+            data = tar.extractfile(info).read()
+            current = current or {"__key__": prefix, "__url__": url}
+            suffix = suffix.lower()
+            if suffix in current:
+                raise ValueError(f"{name}: a second {suffix!r} file for sample {prefix!r}")
+            current[suffix] = data
+            tar.members = []  # stream mode: keep no member list
+    if current is not None:
+        yield current
 
 
 def count_tar_samples(url: str) -> int:

@@ -44,7 +44,7 @@ class ReadLedger:
         self._warned: set[str] = set()
 
     def shard_done(self, item: StreamItem, got: int, error: ShardReadError | None) -> None:
-        self.read += got
+        """Check one finished item's yield (``got`` samples, already counted in ``read``) against its count."""
         expected = item.expected
         short = max(0, expected - got) if expected is not None else 0
         if error is not None:
@@ -61,7 +61,7 @@ class ReadLedger:
         """Say it once per reason per stream; later ones are only counted."""
         if reason not in self._warned:
             self._warned.add(reason)
-            log.warning("%s (further %s are only counted)", message, reason.replace("_", " "))
+            log.warning("%s (further %s losses are only counted)", message, reason)
 
 
 def read_items(
@@ -80,6 +80,8 @@ def read_items(
             for index, sample in enumerate(iter_shard(item.url)):
                 if index % item.parts == item.part:
                     got += 1
+                    if ledger is not None:
+                        ledger.read += 1
                     yield sample
         except ShardReadError as exc:
             if ledger is None:
