@@ -22,15 +22,14 @@ def leakage(
     from fclm_data.leakage import find_leaks
     from fclm_data.recipes import RecipeError, load_recipe
 
-    if not data_root.is_dir():
-        Console(stderr=True).print(f"[red]error:[/] data root {data_root} is not a directory")
-        raise typer.Exit(2)
+    from fclm_data.commands.checks import existing_directory, fail
+
+    existing_directory("--data-root", data_root)
     try:
         train = load_recipe(recipe)
         evals = [load_recipe(name) for name in eval_recipe]
     except RecipeError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     report = [entry.to_dict() for entry in find_leaks(train, evals, data_root.resolve())]
     if as_json:
         typer.echo(json.dumps({"recipe": train.name, "eval": [r.name for r in evals], "sources": report}, indent=1))

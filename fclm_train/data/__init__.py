@@ -8,8 +8,15 @@
 * ``tokenizer.py`` the real, the offline and the tiny tokenizer
 """
 
-from .encode import EncoderConfig
-from .loader import LoaderBatch, LoaderConfig, ShardLoader
-from .shards import ShardSet, resolve_shard_set
+from importlib import import_module
 
-__all__ = ["EncoderConfig", "LoaderBatch", "LoaderConfig", "ShardLoader", "ShardSet", "resolve_shard_set"]
+#: name -> submodule; imported on first use, so ``fclm_train.data.shards`` (stdlib only) loads without torch
+_EXPORTS = {"EncoderConfig": "encode", "LoaderBatch": "loader", "LoaderConfig": "loader", "ShardLoader": "loader",
+            "ShardSet": "shards", "resolve_shard_set": "shards"}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -14,6 +14,10 @@ Metrics take numpy masks or COCO RLEs and return fractions; torch is only import
 loaders in :mod:`.embedders`.
 """
 
+#: ``fclm-eval --task`` values (here, not in ``run``, so the CLI checks them before torch loads)
+TASKS = ("res", "reason", "roc", "dlc", "gcg")
+SEG_MODES = ("generate", "forced")
+
 from fclm_train.eval.captions import JavaNotFoundError, caption_scores, java_available
 from fclm_train.eval.dlc_bench import DlcBenchResult, RegionScore, load_dlc_bench, parse_choice, score_dlc_bench
 from fclm_train.eval.embedders import (

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fclm_data.masks import encode_mask
+from fclm_train.eval import SEG_MODES, TASKS  # noqa: F401 (TASKS: re-exported)
 from fclm_train.data.shards import expand_pattern, iter_shard, split_weight
 from fclm_train.eval.captions import JavaNotFoundError, caption_scores
 from fclm_train.eval.embedders import Embedder, TextSimilarity
@@ -40,8 +41,6 @@ from fclm_train.eval.segmentation import SegmentationMeter
 from fclm_train.infer.predictor import Prediction, Predictor
 from fclm_train.infer.requests import LoadedImage, Query, load_image
 
-TASKS = ("res", "reason", "roc", "dlc", "gcg")
-SEG_MODES = ("generate", "forced")
 
 
 @dataclass
