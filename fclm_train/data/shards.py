@@ -36,6 +36,7 @@ from typing import IO, Any
 
 _WEIGHT = re.compile(r"^(?P<pattern>.+?):(?P<weight>\d+(?:\.\d*)?|\.\d+)$")
 _SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  #: webdataset's base_plus_ext: key, then every extension
 _SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
@@ -188,12 +189,12 @@ def _is_directory(pattern: str) -> bool:
 
 
 def expand_pattern(pattern: str) -> list[str]:
-    """Brace-expand (webdataset's rules, ``::`` separates lists) or list a build directory's shards."""
+    """Brace-expand (webdataset's rules: braceexpand, ``::`` separates lists) or list a build directory's shards."""
     if _is_directory(pattern):
         return [_join(pattern, name) for name in _directory_shards(pattern)]
-    from webdataset.shardlists import expand_urls
+    from braceexpand import braceexpand  # what webdataset's expand_urls uses (importing webdataset loads torch)
 
-    return list(expand_urls(pattern))
+    return [url for part in pattern.split("::") for url in braceexpand(part)]
 
 
 def _directory_shards(directory: str) -> list[str]:
@@ -255,17 +256,16 @@ def iter_shard(url: str) -> Iterator[dict]:
 def _tar_samples(stream: IO[bytes], url: str) -> Iterator[dict]:
     """Members grouped by key (webdataset's ``base_plus_ext``), each sample yielded as soon as the next key's
     header is read, so a tar cut inside a sample loses that sample and nothing before it."""
-    from webdataset.tariterators import base_plus_ext
-
     current: dict | None = None
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for info in tar:
             name = info.name
             if not info.isreg() or re.match(r"__[^/]*__($|/)", name) or name.startswith("."):
                 continue
-            prefix, suffix = base_plus_ext(name)
-            if prefix is None:
+            match = _KEY_EXT.match(name)
+            if match is None:
                 continue
+            prefix, suffix = match[1], match[2]
             if current is not None and prefix != current["__key__"]:
                 yield current
                 current = None

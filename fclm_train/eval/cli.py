@@ -65,6 +65,7 @@ def main(
         results, extra = _run(predictor, task, shards or [], limit, batch_size, seg_mode, minilm, bert, captions,
                               recall, dlc_bench, judge_url, judge_model, writer)  # fmt: skip
     except ShardError as exc:  # a shard unreadable or truncated part-way: the evaluation would be incomplete
+        print(file=sys.stderr)  # end the progress line
         fail(str(exc))
     finally:
         if writer:
