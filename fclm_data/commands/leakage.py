@@ -19,10 +19,9 @@ def leakage(
     show: Annotated[int, typer.Option(help="Images listed per source in the table.")] = 5,
 ) -> None:
     """List training images (COCO ids, exact duplicates by content hash) that are in evaluation splits."""
+    from fclm_data.commands.checks import existing_directory, fail
     from fclm_data.leakage import find_leaks
     from fclm_data.recipes import RecipeError, load_recipe
-
-    from fclm_data.commands.checks import existing_directory, fail
 
     existing_directory("--data-root", data_root)
     try:

@@ -14,10 +14,6 @@ Metrics take numpy masks or COCO RLEs and return fractions; torch is only import
 loaders in :mod:`.embedders`.
 """
 
-#: ``fclm-eval --task`` values (here, not in ``run``, so the CLI checks them before torch loads)
-TASKS = ("res", "reason", "roc", "dlc", "gcg")
-SEG_MODES = ("generate", "forced")
-
 from fclm_train.eval.captions import JavaNotFoundError, caption_scores, java_available
 from fclm_train.eval.dlc_bench import DlcBenchResult, RegionScore, load_dlc_bench, parse_choice, score_dlc_bench
 from fclm_train.eval.embedders import (
@@ -35,6 +31,10 @@ from fclm_train.eval.rec import RecAccuracyMeter, box_iou, mask_to_box
 from fclm_train.eval.report import format_table, make_report, write_report
 from fclm_train.eval.roc import RocMeter, normalize_roc_category, normalize_roc_prediction, semantic_iou
 from fclm_train.eval.segmentation import SegmentationMeter, expression_iou, mask_counts
+
+#: ``fclm-eval --task`` values (here, not in ``run``, so the CLI checks them before torch loads)
+TASKS = ("res", "reason", "roc", "dlc", "gcg")
+SEG_MODES = ("generate", "forced")
 
 __all__ = [
     "BertMeanPoolEmbedder",

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fclm_data.masks import encode_mask
-from fclm_train.eval import SEG_MODES, TASKS  # noqa: F401 (TASKS: re-exported)
 from fclm_train.data.shards import expand_pattern, iter_shard, split_weight
+from fclm_train.eval import SEG_MODES, TASKS  # noqa: F401 (TASKS: re-exported)
 from fclm_train.eval.captions import JavaNotFoundError, caption_scores
 from fclm_train.eval.embedders import Embedder, TextSimilarity
 from fclm_train.eval.gcg import GcgEvaluator, parse_gcg_output
@@ -40,7 +40,6 @@ from fclm_train.eval.roc import RocMeter
 from fclm_train.eval.segmentation import SegmentationMeter
 from fclm_train.infer.predictor import Prediction, Predictor
 from fclm_train.infer.requests import LoadedImage, Query, load_image
-
 
 
 @dataclass
