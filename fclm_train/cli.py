@@ -205,12 +205,13 @@ def train(ctx: typer.Context, **kwargs: Any) -> None:
             return
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
+    from .data.shards import ShardError
     from .train import Trainer
 
     trainer = Trainer(cfg, resume=step_dir, allow_inexact_resume=kwargs["allow_inexact_resume"])
     try:
         trainer.run()
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, ShardError) as exc:  # unreadable shards, rotten data: one line
         raise fail(str(exc)) from None
     if trainer.status == "preempted":
         raise typer.Exit(PREEMPTED_EXIT_CODE)

@@ -39,7 +39,7 @@ from . import distributed as D
 from .checkpoint import MODEL_FILE, load_model_state, load_training_state, resolve_checkpoint, save_checkpoint
 from .config import LARGE_PRESETS, ConfigError, TrainConfig, deep_merge
 from .data.encode import EncoderConfig
-from .data.loader import LoaderBatch, LoaderConfig, ShardLoader
+from .data.loader import LoaderBatch, LoaderConfig, RottenDataError, ShardLoader, rotten_data
 from .data.shards import resolve_shard_set
 from .data.tokenizer import build_tokenizer
 from .metrics import LOSS_PARTS, MetricsLogger
@@ -232,6 +232,9 @@ class Trainer:
             self.status = "completed"
             if self.val_sets and not self.last_val.get("step") == self.step:
                 self.validate()
+        read, skipped = self._data_stats()
+        self.logger.info(f"data: {read} samples read, skipped by reason: {skipped or 'none'}")
+        self._check_data(read, skipped, final=self.status == "completed")
 
     def _start_loader(self) -> Iterator[LoaderBatch]:
         """The batch iterator, its worker processes started with the preemption signals blocked: a launcher that
@@ -292,14 +295,28 @@ class Trainer:
     def _log(self, result: StepResult, seconds: float) -> None:
         losses = self.last_losses = D.all_mean(result.losses, self.info.device)
         steps = self.cfg.log_every if self.step % self.cfg.log_every == 0 else self.step % self.cfg.log_every
-        skipped = D.all_gather_objects(self.loader.skipped())
+        read, skipped = self._data_stats()
         record = {
             "step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), **losses,
             "lr": result.lr, "grad_norm": result.grad_norm, "samples": self.samples,
             "samples_per_s": steps * self.cfg.global_batch_size / max(seconds, 1e-9),
-            "skipped_steps": self.skipped_steps, "skipped_samples": _sum_counts(skipped), "finite": result.finite,
+            "skipped_steps": self.skipped_steps, "skipped_samples": skipped, "read_samples": read,
+            "finite": result.finite,
         }  # fmt: skip
         self.logger.log(record)
+        self._check_data(read, skipped, final=False)
+
+    def _data_stats(self) -> tuple[int, dict[str, int]]:
+        """Raw samples read and samples lost / skipped by reason, over all ranks (every rank gets the same)."""
+        stats = D.all_gather_objects(self.loader.data_stats())
+        return sum(s["read"] for s in stats), _sum_counts([s["skipped"] for s in stats])
+
+    def _check_data(self, read: int, skipped: dict[str, int], final: bool) -> None:
+        """Stop a run whose data is rotten (``data.max_skip_fraction``); every rank decides on the same counts."""
+        reason = rotten_data(read, skipped, self.cfg.data.max_skip_fraction, final)
+        if reason is not None:
+            self.logger.info(f"stopping: {reason}")
+            raise RottenDataError(f"{reason}; fix or drop the shards (or raise data.max_skip_fraction)")
 
     # ------------------------------------------------------------------------------------------- validation
     @torch.no_grad()
@@ -355,7 +372,7 @@ class Trainer:
                          "skipped_steps": self.skipped_steps, "total_steps": self.total_steps,
                          "warmup_steps": self.plan.warmup_steps, "world_size": self.info.world_size,
                          "steps_per_epoch": self.steps_per_epoch,
-                         "skipped_samples": _sum_counts(D.all_gather_objects(self.loader.skipped()))}  # fmt: skip
+                         "skipped_samples": self._data_stats()[1]}  # fmt: skip
         dtype = torch.bfloat16 if self.cfg.save_dtype == "bfloat16" else torch.float32
         return save_checkpoint(
             self.out_dir, self.step, self.model, self.optimizer, self.scheduler, self.loader.state_dict(),
@@ -368,10 +385,11 @@ class Trainer:
         """What the end-of-run screen and ``OUT/summary.json`` hold (collective: every rank calls it)."""
         seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
         done = self.step - self.start_step
+        read, skipped = self._data_stats()
         return {
             "status": self.status, "step": self.step, "total_steps": self.total_steps, "steps_this_run": done,
             "samples": self.samples, "skipped_steps": self.skipped_steps,
-            "skipped_samples": _sum_counts(D.all_gather_objects(self.loader.skipped())),
+            "skipped_samples": skipped, "read_samples": read,
             "seconds": round(seconds, 3), "samples_per_s": done * self.cfg.global_batch_size / max(seconds, 1e-9),
             "checkpoint": str(self.checkpoint) if self.checkpoint else None, "out_dir": str(self.out_dir),
             "last_losses": getattr(self, "last_losses", {}), "val": self.last_val,

@@ -36,3 +36,28 @@ def read_samples(out: Path) -> dict[str, tuple[dict, bytes, str]]:
 def read_rejects(out: Path) -> list[dict]:
     text = (out / "rejects.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line]
+
+
+_PROBE = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    print("probe: torch imported" if "torch" in sys.modules else "probe: torch not imported", file=sys.stderr)
+"""
+
+
+def run_cli(module: str, *args: str, timeout: float = 300) -> tuple[int, list[str], list[str]]:
+    """Run ``python -m module args`` in a fresh process; (exit code, stderr lines, probe lines).
+
+    The probe line says whether torch was imported by the time the command exited (a user error should be
+    reported before the heavy imports)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _PROBE, module, *args], capture_output=True, text=True,
+                            timeout=timeout)  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    probe = [line for line in lines if line.startswith("probe: ")]
+    return result.returncode, [line for line in lines if not line.startswith("probe: ")], probe

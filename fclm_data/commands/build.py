@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from fclm_data.commands.checks import existing_directory, fail, one_of, output_directory, positive
 from fclm_data.images import IMAGE_CHECKS
 from fclm_data.schema import VISUAL_PROMPTS
 
@@ -88,26 +89,34 @@ def build(
     plan); 3 built, but a recipe entry wrote no sample (--allow-empty) or rejected more than
     --max-reject-fraction of its records.
     """
+    from fclm_data.build.executors import EXECUTORS
     from fclm_data.build.run import BuildConfig, BuildError, plan_build, run_build
     from fclm_data.recipes import RecipeError, load_recipe, single_source_recipe
     from fclm_data.sources import BuildOptions
 
     if bool(recipe) == bool(source):
-        raise typer.BadParameter("give exactly one of --recipe or --source")
-    if visual_prompt not in VISUAL_PROMPTS:
-        raise typer.BadParameter(f"--visual-prompt must be one of {VISUAL_PROMPTS}")
-    if image_check not in IMAGE_CHECKS:
-        raise typer.BadParameter(f"--image-check must be one of {IMAGE_CHECKS}")
+        fail("give exactly one of --recipe or --source")
+    one_of("--visual-prompt", visual_prompt, VISUAL_PROMPTS)
+    one_of("--image-check", image_check, IMAGE_CHECKS)
+    one_of("--executor", executor, EXECUTORS)
+    for option, value in (("--shard-size", shard_size), ("--limit", limit), ("--workers", workers),
+                          ("--ranks", ranks), ("--loader-workers", loader_workers)):  # fmt: skip
+        positive(option, value)
+    existing_directory("--data-root", data_root)
+    output_directory("--out", out)
     try:
         plan_recipe = load_recipe(recipe) if recipe else single_source_recipe(list(source or []), 0, 1000)
         excluded = tuple(load_recipe(name) for name in exclude_eval or [])
-    except (RecipeError, KeyError) as exc:
-        stderr.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    except RecipeError as exc:
+        fail(str(exc))
+    except KeyError as exc:  # an unknown source name
+        fail(str(exc.args[0]) if exc.args else str(exc))
     if seed is not None:
         plan_recipe.seed = seed
     if shard_size is not None:
         plan_recipe.shard_size = shard_size
+    if plan_recipe.shard_size < 1:
+        fail(f"recipe {plan_recipe.name}: shard_size must be a positive number, got {plan_recipe.shard_size}")
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
         ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check),
@@ -120,8 +129,7 @@ def build(
             return
         manifest = _run_with_progress(plan_recipe, config, run_build)
     except BuildError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(manifest, indent=1))
     failures = quality_failures(manifest, allow_empty, max_reject_fraction)

@@ -110,8 +110,11 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
 ) -> None:
     """Generate a small data root in the official release layouts (no download)."""
+    from fclm_data.commands.checks import output_directory, positive
     from fclm_data.synthetic import generate_data_root, generator_names
 
+    output_directory("ROOT", root)
+    positive("--scale", scale)
     generate_data_root(root, seed=seed, scale=scale)
     files = sum(1 for p in root.rglob("*") if p.is_file())
     Console(stderr=True).print(f"wrote {files} files for {', '.join(generator_names())} under {root}")

@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fclm_data.commands.checks import fail, output_directory
+
 stderr = Console(stderr=True)
+
+
+def positive_or_zero(option: str, value: int) -> None:
+    if value < 0:
+        fail(f"{option} must be 0 (all) or a positive number, got {value}")
 
 
 def inspect(
@@ -31,8 +38,12 @@ def inspect(
     from fclm_data.inspect import inspect_output, inspect_shard, iter_tar_samples
 
     if not path.exists():
-        stderr.print(f"[red]error:[/] {path} does not exist")
-        raise typer.Exit(2)
+        fail(f"{path} does not exist")
+    if path.is_dir() and not (path / "manifest.json").exists() and not any(path.glob("*.tar")):
+        fail(f"{path} holds no shards (*.tar) and no manifest.json")
+    positive_or_zero("-n", n)
+    if render is not None:
+        output_directory("--render", render)
     if path.is_dir():
         reports, problems = inspect_output(path, strict)
         shards = [Path(r.path) for r in reports]

@@ -19,18 +19,16 @@ def leakage(
     show: Annotated[int, typer.Option(help="Images listed per source in the table.")] = 5,
 ) -> None:
     """List training images (COCO ids, exact duplicates by content hash) that are in evaluation splits."""
+    from fclm_data.commands.checks import existing_directory, fail
     from fclm_data.leakage import find_leaks
     from fclm_data.recipes import RecipeError, load_recipe
 
-    if not data_root.is_dir():
-        Console(stderr=True).print(f"[red]error:[/] data root {data_root} is not a directory")
-        raise typer.Exit(2)
+    existing_directory("--data-root", data_root)
     try:
         train = load_recipe(recipe)
         evals = [load_recipe(name) for name in eval_recipe]
     except RecipeError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     report = [entry.to_dict() for entry in find_leaks(train, evals, data_root.resolve())]
     if as_json:
         typer.echo(json.dumps({"recipe": train.name, "eval": [r.name for r in evals], "sources": report}, indent=1))

@@ -19,6 +19,14 @@ optimizer step on every rank, and the run length is fixed up front from the mani
 (``steps_per_epoch = ceil(samples / global batch)``). No rank can run out first, so DDP never hangs
 (webdataset's ``resampled`` + ``with_epoch`` recipe, with true epochs per set instead of resampling).
 
+**Nothing lost silently.** Every sample that does not reach a batch is counted by reason, per worker, and the
+counts travel with each batch out of the DataLoader workers (``LoaderBatch.skipped`` / ``read``):
+``shard_read_error``, ``truncated_shard``, ``missing_samples`` (a shard gave fewer samples than its manifest
+lists; ``extra_samples`` counts the opposite, not a loss) from the reader (``stages.ReadLedger``), and
+``decode_error``, ``too_long``, ``token_mismatch``, ``image_size``, ``malformed_sample`` from the encoder.
+:meth:`ShardLoader.data_stats` sums them over the rank's workers; :func:`rotten_data` says when the skipped
+fraction is past ``max_skip_fraction`` (the trainer stops the run with that reason).
+
 **Resume promise.** Batches are a deterministic function of (seed, rank, world size, worker count). The state
 records, per worker, how many raw samples its batches consumed and how many batches the rank consumed; a resume
 with the same world size and worker count skips exactly those samples and restarts the round-robin at the
@@ -43,8 +51,8 @@ from fclm_train.model.inputs import FCLMInputs
 
 from .collate import collate
 from .encode import Encoder, EncoderConfig
-from .shards import ShardSet
-from .stages import Counted, batches, mix, set_stream, shuffle, skip
+from .shards import ShardError, ShardSet
+from .stages import EXTRA_SAMPLES, READ_REASONS, Counted, ReadLedger, batches, mix, set_stream, shuffle, skip
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer is built
 log = logging.getLogger(__name__)
@@ -69,9 +77,10 @@ class LoaderBatch:
     inputs: FCLMInputs
     worker: int  #: logical worker that produced it
     consumed: int  #: raw samples that worker has consumed after this batch
-    skipped: dict[str, int]  #: encoder skips (cumulative for that worker) by reason
+    skipped: dict[str, int]  #: samples that worker lost or skipped so far (reader and encoder), by reason
     keys: list[str]
     num_samples: int
+    read: int = 0  #: raw samples that worker's reader has delivered so far
 
     def pin_memory(self) -> LoaderBatch:
         """Called by the DataLoader's pinning thread (``pin_memory=True`` on CUDA)."""
@@ -89,17 +98,20 @@ class LoaderState:
     batches: int = 0  #: batches this rank has consumed
     consumed: dict[int, int] = field(default_factory=dict)  #: logical worker -> raw samples consumed
     skipped: dict[int, dict[str, int]] = field(default_factory=dict)  #: logical worker -> skip counts
+    read: dict[int, int] = field(default_factory=dict)  #: logical worker -> raw samples its reader delivered
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "world_size": self.world_size, "num_workers": self.num_workers,
                 "batches": self.batches, "consumed": {str(k): v for k, v in self.consumed.items()},
-                "skipped": {str(k): v for k, v in self.skipped.items()}}  # fmt: skip
+                "skipped": {str(k): v for k, v in self.skipped.items()},
+                "read": {str(k): v for k, v in self.read.items()}}  # fmt: skip
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> LoaderState:
         return cls(seed=body["seed"], world_size=body["world_size"], num_workers=body["num_workers"],
                    batches=body["batches"], consumed={int(k): v for k, v in body["consumed"].items()},
-                   skipped={int(k): v for k, v in body.get("skipped", {}).items()})  # fmt: skip
+                   skipped={int(k): v for k, v in body.get("skipped", {}).items()},
+                   read={int(k): v for k, v in body.get("read", {}).items()})  # fmt: skip
 
 
 class StreamDataset(IterableDataset):
@@ -125,16 +137,18 @@ class StreamDataset(IterableDataset):
         stream, n_streams = self.rank * self.workers + worker, self.world_size * self.workers
         seed = self.start.seed
         rng = random.Random(f"fclm-mix/{seed}/{stream}")
-        sources = [set_stream(s, stream, n_streams, seed, i) for i, s in enumerate(self.sets)]
+        ledger = ReadLedger()  # rebuilt by the fast-forward below: the same shards are read again
+        sources = [set_stream(s, stream, n_streams, seed, i, ledger) for i, s in enumerate(self.sets)]
         raw = mix(sources, [s.weight for s in self.sets], rng)
         raw = Counted(shuffle(raw, self.config.shuffle_buffer, random.Random(f"fclm-shuffle/{seed}/{stream}")))
         skip(raw, self.start.consumed.get(worker, 0))
         encoder = Encoder(self.tokenizer, self.encoder_config)
-        encoder.skipped.update(self.start.skipped.get(worker, {}))
-        for batch in batches(raw, encoder, self.config.micro_batch_size, self.config.batch_unit):
+        saved = self.start.skipped.get(worker, {})  # the encoder's counts are restored (skipping never decodes)
+        encoder.skipped.update({k: v for k, v in saved.items() if k not in READ_REASONS and k != EXTRA_SAMPLES})
+        for batch in batches(raw, _guarded(encoder), self.config.micro_batch_size, self.config.batch_unit):
             inputs = collate(batch.samples, self.pad_token_id, self.image_token_id)
-            yield LoaderBatch(inputs, worker, batch.consumed, dict(encoder.skipped),
-                              [s.key for s in batch.samples], len(batch.samples))  # fmt: skip
+            yield LoaderBatch(inputs, worker, batch.consumed, {**ledger.lost, **encoder.skipped},
+                              [s.key for s in batch.samples], len(batch.samples), ledger.read)  # fmt: skip
 
 
 class ShardLoader:
@@ -164,18 +178,26 @@ class ShardLoader:
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[LoaderBatch]:
-        for batch in self.dataloader():
-            self.state.batches += 1
-            self.state.consumed[batch.worker] = batch.consumed
-            self.state.skipped[batch.worker] = batch.skipped
-            yield batch
+        try:
+            for batch in self.dataloader():
+                self.state.batches += 1
+                self.state.consumed[batch.worker] = batch.consumed
+                self.state.skipped[batch.worker] = batch.skipped
+                self.state.read[batch.worker] = batch.read
+                yield batch
+        except ShardError as exc:  # raised in a worker: the DataLoader re-raises it with the worker's traceback
+            raise ShardError(_worker_message(exc)) from None
 
     def skipped(self) -> dict[str, int]:
-        """Encoder skips by reason, summed over this rank's workers."""
+        """Samples lost or skipped by reason (reader and encoder), summed over this rank's workers."""
         total: Counter[str] = Counter()
         for counts in self.state.skipped.values():
             total.update(counts)
-        return dict(total)
+        return {k: v for k, v in sorted(total.items()) if v}
+
+    def data_stats(self) -> dict[str, Any]:
+        """``{"read": raw samples delivered, "skipped": {reason: n}}`` of this rank's consumed batches."""
+        return {"read": sum(self.state.read.values()), "skipped": self.skipped()}
 
     def state_dict(self) -> dict[str, Any]:
         return self.state.to_dict()
@@ -192,6 +214,57 @@ class ShardLoader:
             state = LoaderState(self.config.seed * 1_000_003 + state.batches, self.world_size, self.config.num_workers,
                                 batches=0)  # fmt: skip
         self.state = state
+
+
+class RottenDataError(ShardError):
+    """Too much of the data is unreadable or undecodable for the run to mean anything."""
+
+
+def skipped_fraction(read: int, skipped: dict[str, int]) -> tuple[int, int]:
+    """(samples lost or skipped, samples the data should have given) from :meth:`ShardLoader.data_stats`."""
+    lost = sum(n for reason, n in skipped.items() if reason != EXTRA_SAMPLES)
+    lost_before_reading = sum(n for reason, n in skipped.items() if reason in READ_REASONS)
+    return lost, read + lost_before_reading
+
+
+def rotten_data(read: int, skipped: dict[str, int], max_fraction: float, final: bool = False) -> str | None:
+    """Why the run must stop (too large a fraction of the data is skipped), or None.
+
+    The fraction is judged once a single skip could stay under it (``seen >= 1 / max_fraction`` samples), so
+    one bad sample early on does not stop a run; ``final=True`` judges whatever was seen. ``max_fraction >= 1``
+    never stops.
+    """
+    lost, seen = skipped_fraction(read, skipped)
+    if max_fraction >= 1 or not lost or not seen:
+        return None
+    if lost / seen <= max_fraction or (not final and seen < 1 / max(max_fraction, 1e-9)):
+        return None
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]) if n)
+    return (f"{lost} of {seen} samples ({lost / seen:.1%}) were skipped, more than max_skip_fraction "
+            f"{max_fraction:g}: {reasons}")  # fmt: skip
+
+
+def _guarded(encoder: Encoder):
+    """The encoder, with a sample it cannot even parse (no or broken JSON) counted as ``malformed_sample``."""
+
+    def encode(raw: dict):
+        try:
+            return encoder(raw)
+        except Exception as exc:
+            if not encoder.skipped["malformed_sample"]:
+                log.warning("skipping %s from %s: %s: %s (further malformed samples are only counted)",
+                            raw.get("__key__"), raw.get("__url__"), type(exc).__name__, exc)  # fmt: skip
+            encoder.skipped["malformed_sample"] += 1
+            return None
+
+    return encode
+
+
+def _worker_message(exc: Exception) -> str:
+    """The original message of an error a DataLoader worker raised (its last traceback line)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else str(exc)
+    return last.split("Error: ", 1)[1] if "ShardError: " in last else last
 
 
 def _copy_state(state: LoaderState) -> LoaderState:

@@ -9,35 +9,97 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .encode import EncodedSample
-from .shards import ShardSet, StreamItem, stream_items
+from .shards import ShardError, ShardReadError, ShardSet, StreamItem, iter_shard, stream_items
 
 log = logging.getLogger(__name__)
 Raw = dict  #: ``{"__key__", "__url__", "json": bytes, "jpg" | "png": bytes}``
 
 
-def _warn_and_continue(exc: Exception) -> bool:
-    """A truncated or unreadable shard loses its remaining samples, loudly, not the run."""
-    log.warning("shard read error, continuing: %s", exc)
-    return True
+#: samples lost before the encoder sees them, by reason (the encoder's own reasons are ``Encoder.skipped``)
+READ_REASONS = {
+    "shard_read_error": "a shard could not be opened or read (a 404, denied credentials, a failing pipe: command)",
+    "truncated_shard": "a shard's tar ends mid-stream: the samples after the last complete one are lost",
+    "missing_samples": "a shard read cleanly but holds fewer samples than its manifest lists",
+}
+#: not a loss, but a disagreement with the manifest worth counting (the extra samples are trained on)
+EXTRA_SAMPLES = "extra_samples"
 
 
-def read_items(items: Iterable[StreamItem]) -> Iterator[Raw]:
-    """1. Tar members grouped into samples (webdataset's reader); keeps every ``parts``-th from ``part``."""
-    from webdataset.tariterators import tarfile_samples
+class ReadLedger:
+    """One stream's reading record: raw samples read and samples lost, by reason (:data:`READ_REASONS`).
 
+    Each shard item's yield is checked against its manifest / header-scan count, so a shard that fails
+    part-way counts every sample it should have given. A resume re-reads the same shards while fast-forwarding,
+    so the ledger rebuilds itself; it is never restored from a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.lost: Counter[str] = Counter()
+        self._warned: set[str] = set()
+
+    def shard_done(self, item: StreamItem, got: int, error: ShardReadError | None) -> None:
+        """Check one finished item's yield (``got`` samples, already counted in ``read``) against its count."""
+        expected = item.expected
+        short = max(0, expected - got) if expected is not None else 0
+        if error is not None:
+            self.lost[error.reason] += short
+            self._warn(error.reason, f"{error}; {short} sample(s) of this part of the shard lost")
+        elif short:
+            self.lost["missing_samples"] += short
+            self._warn("missing_samples", f"{item.url}: {got} samples read, its manifest lists {expected}")
+        elif expected is not None and got > expected:
+            self.lost[EXTRA_SAMPLES] += got - expected
+            self._warn(EXTRA_SAMPLES, f"{item.url}: {got} samples read, its manifest lists only {expected}")
+
+    def _warn(self, reason: str, message: str) -> None:
+        """Say it once per reason per stream; later ones are only counted."""
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("%s (further %s losses are only counted)", message, reason)
+
+
+def read_items(
+    items: Iterable[StreamItem], ledger: ReadLedger | None = None, give_up_after: int = 100
+) -> Iterator[Raw]:  # fmt: skip
+    """1. Tar members grouped into samples (webdataset's reader); keeps every ``parts``-th from ``part``.
+
+    With a ``ledger``, a shard that fails part-way is counted there and reading goes on with the next shard;
+    without one the :class:`ShardReadError` propagates. More than ``give_up_after`` failed shards in a row
+    (every shard the stream reads is unreadable) raise :class:`ShardError`.
+    """
+    failures = 0  # consecutive items that failed without a sample: an endless stream must not spin forever
     for item in items:
-        for index, sample in enumerate(tarfile_samples([{"url": item.url}], handler=_warn_and_continue)):
-            if index % item.parts == item.part:
-                yield sample
+        got, error = 0, None
+        try:
+            for index, sample in enumerate(iter_shard(item.url)):
+                if index % item.parts == item.part:
+                    got += 1
+                    if ledger is not None:
+                        ledger.read += 1
+                    yield sample
+        except ShardReadError as exc:
+            if ledger is None:
+                raise
+            error = exc
+        if ledger is not None:
+            ledger.shard_done(item, got, error)
+        failures = failures + 1 if error is not None and not got else 0
+        if failures > give_up_after:
+            raise ShardError(f"{failures} shards in a row gave no sample, the last: {error}")
 
 
-def set_stream(shard_set: ShardSet, stream: int, n_streams: int, seed: int, set_index: int) -> Iterator[Raw]:
+def set_stream(
+    shard_set: ShardSet, stream: int, n_streams: int, seed: int, set_index: int, ledger: ReadLedger | None = None
+) -> Iterator[Raw]:  # fmt: skip
     """Endless raw samples of one set for one stream: its shards of epoch 0, then of epoch 1, ..."""
-    return read_items(stream_items(shard_set, stream, n_streams, seed, set_index))
+    items = stream_items(shard_set, stream, n_streams, seed, set_index)
+    return read_items(items, ledger, give_up_after=len(shard_set.urls))
 
 
 def mix(streams: list[Iterator[Raw]], weights: list[float], rng: random.Random) -> Iterator[Raw]:

@@ -21,6 +21,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fclm_data.commands.checks import existing_directory, fail, one_of, output_file, positive
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
 
 
@@ -47,15 +49,14 @@ def main(
     predictions: Annotated[Optional[Path], typer.Option(help="Write every answer (text, mask RLEs) as JSON lines here.")] = None,
 ) -> None:
     """Evaluate a checkpoint: per entry of the shards, the task's metrics with the reference semantics."""
+    from fclm_train.data.shards import ShardError
+
+    _check_arguments(checkpoint, task, shards, out, limit, batch_size, device, dtype, max_new_tokens, seg_mode,
+                     dlc_bench, predictions, minilm, bert)  # fmt: skip
     import torch
 
     from fclm_train.eval.report import format_table, make_report, write_report
-    from fclm_train.eval.run import TASKS
 
-    if task not in TASKS:
-        raise typer.BadParameter(f"--task must be one of {', '.join(TASKS)}")
-    if not shards and not (task == "dlc" and dlc_bench):
-        raise typer.BadParameter("give --shards (or, for --task dlc, --dlc-bench)")
     torch.manual_seed(seed)
     predictor = _predictor(checkpoint, device, dtype, max_new_tokens, seed)
     started = time.perf_counter()
@@ -63,6 +64,9 @@ def main(
     try:
         results, extra = _run(predictor, task, shards or [], limit, batch_size, seg_mode, minilm, bert, captions,
                               recall, dlc_bench, judge_url, judge_model, writer)  # fmt: skip
+    except ShardError as exc:  # a shard unreadable or truncated part-way: the evaluation would be incomplete
+        print(file=sys.stderr)  # end the progress line
+        fail(str(exc))
     finally:
         if writer:
             writer.close()
@@ -75,6 +79,63 @@ def main(
     write_report(report, out)
     typer.echo(format_table(report))
     typer.echo(f"report: {out}", err=True)
+
+
+def _check_arguments(checkpoint, task, shards, out, limit, batch_size, device, dtype, max_new_tokens, seg_mode,
+                     dlc_bench, predictions, minilm, bert) -> None:  # fmt: skip
+    """Every plain mistake, as one line, before torch and the model load (a few seconds, not a minute)."""
+    from fclm_train.eval import SEG_MODES, TASKS
+    from fclm_train.infer.cli import check_checkpoint, check_device
+
+    one_of("--task", task, TASKS)
+    one_of("--seg-mode", seg_mode, SEG_MODES)
+    one_of("--dtype", dtype, ("auto", "float32", "bfloat16"))
+    check_device(device)
+    for option, value in (("--limit", limit), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
+        positive(option, value)
+    if not shards and not (task == "dlc" and dlc_bench):
+        fail("give --shards (or, for --task dlc, --dlc-bench)")
+    check_checkpoint(checkpoint)
+    output_file("--out", out)
+    if predictions is not None:
+        output_file("--predictions", predictions)
+    for option, path in (("--dlc-bench", dlc_bench), ("--minilm", minilm), ("--bert", bert)):
+        if path is not None:
+            existing_directory(option, path)
+    for spec in shards or []:
+        _check_shards(spec, task)
+
+
+#: what a sample (its JSON) must hold for each --task
+_TASK_NEEDS = {
+    "res": "[SEG] targets (an eval_refcoco / eval_reasonseg build, or Describe-Anything pairs)",
+    "reason": "[SEG] targets (an eval_reasonseg build)", "roc": "task 'roc' samples (an eval_roc build)",
+    "gcg": "task 'gcg' samples (an eval_gcg build)", "dlc": "task 'dlc_dlres' samples (Describe-Anything shards)",
+}  # fmt: skip
+
+
+def _check_shards(spec: str, task: str) -> None:
+    """The shards exist and hold samples, and their first sample suits the task (a wrong build fails in seconds)."""
+    from fclm_train.data.shards import ShardError, iter_shard, resolve_shard_set
+
+    try:
+        shard_set = resolve_shard_set(spec)
+        url = next(u for u, count in zip(shard_set.urls, shard_set.counts) if count)
+        first = json.loads(next(iter_shard(url))["json"])
+    except ShardError as exc:
+        fail(str(exc))
+    except (StopIteration, KeyError, ValueError) as exc:
+        fail(f"--shards {spec!r}: its first sample is not an fclm-data sample ({type(exc).__name__}: {exc})")
+    if not _suits(task, first):
+        fail(f"--shards {spec!r} does not suit --task {task}: its samples are task {first.get('task')!r} "
+             f"(e.g. {first.get('key')}); --task {task} needs {_TASK_NEEDS[task]}")  # fmt: skip
+
+
+def _suits(task: str, meta: dict) -> bool:
+    if task in ("res", "reason"):
+        pair = meta.get("pair") or {}
+        return bool(meta.get("seg_targets") or pair.get("seg_targets"))
+    return meta.get("task") == {"roc": "roc", "gcg": "gcg", "dlc": "dlc_dlres"}[task]
 
 
 def _predictor(checkpoint: Path, device: str, dtype: str, max_new_tokens: int, seed: int):

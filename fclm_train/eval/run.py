@@ -31,7 +31,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fclm_data.masks import encode_mask
-from fclm_train.data.shards import expand_pattern, split_weight
+from fclm_train.data.shards import expand_pattern, iter_shard, split_weight
+from fclm_train.eval import SEG_MODES, TASKS  # noqa: F401 (TASKS: re-exported)
 from fclm_train.eval.captions import JavaNotFoundError, caption_scores
 from fclm_train.eval.embedders import Embedder, TextSimilarity
 from fclm_train.eval.gcg import GcgEvaluator, parse_gcg_output
@@ -39,9 +40,6 @@ from fclm_train.eval.roc import RocMeter
 from fclm_train.eval.segmentation import SegmentationMeter
 from fclm_train.infer.predictor import Prediction, Predictor
 from fclm_train.infer.requests import LoadedImage, Query, load_image
-
-TASKS = ("res", "reason", "roc", "dlc", "gcg")
-SEG_MODES = ("generate", "forced")
 
 
 @dataclass
@@ -62,12 +60,12 @@ def sample_entry(key: str) -> str:
 
 
 def iter_raw_samples(shards: Sequence[str]) -> Iterator[tuple[dict, bytes]]:
-    """(sample JSON, image bytes) of every shard in order: build directories, brace patterns or tar paths."""
-    from webdataset.tariterators import tarfile_samples
-
+    """(sample JSON, image bytes) of every shard in order: build directories, brace patterns or tar paths, local
+    or remote (``fclm_train.data.shards``). An unreadable or truncated shard raises ``ShardReadError``: an
+    evaluation is over all of its samples or it is no evaluation."""
     for spec in shards:
         for url in expand_pattern(split_weight(spec)[0]):
-            for raw in tarfile_samples([{"url": url}]):
+            for raw in iter_shard(url):
                 yield json.loads(raw["json"]), raw.get("jpg", raw.get("png"))
 
 

@@ -7,13 +7,21 @@
 * :mod:`.cli`       ``fclm-infer segment | describe | classify | caption``
 """
 
-from .generate import GeneratedRow, GenerationConfig, decode_masks, forced_seg_hidden, generate
-from .predictor import GroundedCaption, Prediction, Predictor, encoder_config_for
-from .prompts import SEGMENT_QUERIES, PromptTemplates
-from .requests import LoadedImage, Query, Request, RequestBuilder, collate_requests, load_image, region_from_input
+from importlib import import_module
 
-__all__ = [
-    "GeneratedRow", "GenerationConfig", "GroundedCaption", "LoadedImage", "Prediction", "Predictor",
-    "PromptTemplates", "Query", "Request", "RequestBuilder", "SEGMENT_QUERIES", "collate_requests", "decode_masks",
-    "encoder_config_for", "forced_seg_hidden", "generate", "load_image", "region_from_input",
-]  # fmt: skip
+#: name -> submodule; imported on first use, so ``fclm-infer`` checks its arguments before torch loads
+_EXPORTS = {
+    "GeneratedRow": "generate", "GenerationConfig": "generate", "decode_masks": "generate",
+    "forced_seg_hidden": "generate", "generate": "generate", "GroundedCaption": "predictor",
+    "Prediction": "predictor", "Predictor": "predictor", "encoder_config_for": "predictor",
+    "SEGMENT_QUERIES": "prompts", "PromptTemplates": "prompts", "LoadedImage": "requests", "Query": "requests",
+    "Request": "requests", "RequestBuilder": "requests", "collate_requests": "requests", "load_image": "requests",
+    "region_from_input": "requests",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -14,10 +14,13 @@ A region is exactly one of ``--box x0,y0,x1,y1`` (pixels, x1 / y1 exclusive), ``
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from fclm_data.commands.checks import existing_file, fail, one_of, output_file, positive
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
 
@@ -42,6 +45,12 @@ def segment(
     seed: Seed = 0,
 ) -> None:  # fmt: skip
     """Masks for a text (one per [SEG] the model emits)."""
+    from fclm_train.infer.prompts import SEGMENT_QUERIES
+
+    _check(checkpoint, image, out, device, max_new_tokens, temperature)
+    one_of("--query", query, SEGMENT_QUERIES)
+    if not text.strip():
+        fail("--text is empty")
     predictor = _predictor(checkpoint, device, max_new_tokens, temperature, seed)
     prediction = predictor.predict(str(image), predictor.templates.segment(text, query))
     _emit(predictor, image, prediction, out, {"task": "segment"})
@@ -54,8 +63,10 @@ def describe(
     seed: Seed = 0,
 ) -> None:  # fmt: skip
     """A detailed localized caption of a region."""
+    _check(checkpoint, image, out, device, max_new_tokens, temperature)
+    region = _region(box, point, mask, image)
     predictor = _predictor(checkpoint, device, max_new_tokens, temperature, seed)
-    prediction = predictor.predict(str(image), predictor.templates.describe(), [_region(box, point, mask)])
+    prediction = predictor.predict(str(image), predictor.templates.describe(), [region])
     _emit(predictor, image, prediction, out, {"task": "describe"})
 
 
@@ -66,8 +77,10 @@ def classify(
     seed: Seed = 0,
 ) -> None:  # fmt: skip
     """The category of a region (referring object classification)."""
+    _check(checkpoint, image, out, device, max_new_tokens, temperature)
+    region = _region(box, point, mask, image)
     predictor = _predictor(checkpoint, device, max_new_tokens, temperature, seed)
-    prediction = predictor.predict(str(image), predictor.templates.classify(), [_region(box, point, mask)])
+    prediction = predictor.predict(str(image), predictor.templates.classify(), [region])
     _emit(predictor, image, prediction, out, {"task": "classify", "label": prediction.text.strip()})
 
 
@@ -79,10 +92,53 @@ def caption(
     """A grounded caption: text, its <p> phrases and one mask per phrase (GLaMM's GCG format)."""
     from fclm_train.eval.gcg import parse_gcg_output
 
+    _check(checkpoint, image, out, device, max_new_tokens, temperature)
     predictor = _predictor(checkpoint, device, max_new_tokens, temperature, seed)
     prediction = predictor.predict(str(image), predictor.templates.grounded_caption())
     text, phrases = parse_gcg_output(prediction.text)
     _emit(predictor, image, prediction, out, {"task": "caption", "caption": text, "phrases": phrases})
+
+
+def check_checkpoint(path: Path) -> None:
+    """A step directory (``trainer_state.json``) or a run directory holding one (``step-*/``); else one line."""
+    if not path.exists():
+        fail(f"--checkpoint {path} does not exist")
+    if not path.is_dir():
+        fail(f"--checkpoint {path} is not a directory (give a run directory or one of its step-N directories)")
+    if not (path / "trainer_state.json").exists() and not any(path.glob("step-*/trainer_state.json")):
+        fail(f"--checkpoint {path} holds no checkpoint (no trainer_state.json, no step-*/ with one)")
+
+
+def check_device(device: str) -> None:
+    """auto | cpu | cuda | cuda:N; a CUDA device that is not there is reported once torch is loaded."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        fail(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def _check(checkpoint: Path, image: Path, out: Path | None, device: str, max_new_tokens: int,
+           temperature: float) -> None:  # fmt: skip
+    """The plain mistakes, as one line each, before torch and the model load."""
+    check_device(device)
+    positive("--max-new-tokens", max_new_tokens)
+    if temperature < 0:
+        fail(f"--temperature must be >= 0, got {temperature}")
+    check_checkpoint(checkpoint)
+    _image_size("--image", image)
+    if out is not None:
+        output_file("--out", out)
+
+
+def _image_size(option: str, path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, or one line saying why it is none."""
+    from PIL import Image, UnidentifiedImageError
+
+    existing_file(option, path)
+    try:
+        with Image.open(path) as image:
+            image.verify()
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        fail(f"{option} {path} is not a readable image ({type(exc).__name__}: {exc})")
 
 
 def _predictor(checkpoint: Path, device: str, max_new_tokens: int, temperature: float, seed: int):
@@ -90,6 +146,8 @@ def _predictor(checkpoint: Path, device: str, max_new_tokens: int, temperature: 
 
     from fclm_train.infer import GenerationConfig, Predictor
 
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: no CUDA device is available (use --device cpu)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -98,24 +156,34 @@ def _predictor(checkpoint: Path, device: str, max_new_tokens: int, temperature: 
     return Predictor.from_checkpoint(checkpoint, device=device, dtype=dtype, generation=generation)
 
 
-def _region(box: str | None, point: str | None, mask: Path | None):
-    """Exactly one of --box / --point / --mask as a region input."""
+def _region(box: str | None, point: str | None, mask: Path | None, image: Path):
+    """Exactly one of --box / --point / --mask as a region input (checked against the image's size)."""
     given = [name for name, value in (("--box", box), ("--point", point), ("--mask", mask)) if value is not None]
     if len(given) != 1:
-        raise typer.BadParameter(f"give exactly one of --box, --point, --mask (got {given or 'none'})")
+        fail(f"give exactly one of --box, --point, --mask (got {', '.join(given) or 'none'})")
+    width, height = _image_size("--image", image)
     if mask is not None:
         import numpy as np
         from PIL import Image
 
+        if _image_size("--mask", mask) != (width, height):
+            fail(f"--mask {mask} is {_image_size('--mask', mask)} (width, height), the image {(width, height)}")
         array = np.asarray(Image.open(mask))
-        return (array.max(axis=2) if array.ndim == 3 else array) > 0
+        region = (array.max(axis=2) if array.ndim == 3 else array) > 0
+        if not region.any():
+            fail(f"--mask {mask} has no non-zero pixel")
+        return region
     text, size = (box, 4) if box is not None else (point, 2)
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) != size:
-        raise typer.BadParameter(f"{given[0]} takes {size} comma-separated numbers, got {text!r}")
+        fail(f"{given[0]} takes {size} comma-separated numbers, got {text!r}")
+    if box is not None and not (0 <= values[0] < values[2] <= width and 0 <= values[1] < values[3] <= height):
+        fail(f"--box {text} is not x0,y0,x1,y1 with x0 < x1 <= {width} and y0 < y1 <= {height} (the image's size)")
+    if point is not None and not (0 <= values[0] < width and 0 <= values[1] < height):
+        fail(f"--point {text} lies outside the {width}x{height} image")
     return values
 
 

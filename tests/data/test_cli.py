@@ -75,7 +75,7 @@ def test_dry_run_names_what_is_missing(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert runner.invoke(app, ["build", "-r", "stage2", "-s", "dam_sam"]).exit_code == 2
     missing = runner.invoke(app, ["build", "-r", "stage2", "-d", str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "not a directory" in missing.stderr
+    assert missing.exit_code == 2 and "--data-root" in missing.stderr and "does not exist" in missing.stderr
     assert runner.invoke(app, ["build", "-r", "no-such-recipe", "-d", str(tmp_path)]).exit_code == 2
     assert runner.invoke(app, ["inspect", str(tmp_path / "none.tar")]).exit_code == 2
 
