@@ -3,8 +3,13 @@
 Text (Qwen2.5-VL ChatML, written by hand so the labels follow the turn boundaries)::
 
     <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
-    <|im_start|>user\\n<|vision_start|><|image_pad|> x N<|vision_end|>\\nDescribe <mask><pos> ...<|im_end|>\\n
+    <|im_start|>user\\n<|vision_start|><|image_pad|> x N<|vision_end|>Describe <mask><pos> ...<|im_end|>\\n
     <|im_start|>assistant\\nIt is [SEG].<|im_end|>\\n
+
+token for token what the released Qwen2.5-VL-*-Instruct ``chat_template`` renders for the messages
+``[{"type": "image"}, {"type": "text", "text": "Describe ..."}]``: the template puts the text right after
+``<|vision_end|>``, so the schema's ``"<image>\\n"`` (LLaVA's convention) loses its newline (a test renders the
+template text itself).
 
 The schema's single ``<image>`` becomes ``N = t*h*w / merge^2`` image pads (N is known from the JSON's image
 size, before any pixel is decoded); each ``<region>`` becomes ``region_text`` (``<mask><pos>``). Labels are the
@@ -31,7 +36,7 @@ import torch
 from fclm_data.masks import decode_rle
 
 from .prompts import prompt_mask
-from .vision import image_token_count, mask_to_frame, open_image, qwen_patches, sam_frame
+from .vision import frame_scale, image_token_count, mask_to_frame, open_image, qwen_patches, sam_frame
 
 IGNORE_INDEX = -100
 log = logging.getLogger(__name__)
@@ -102,7 +107,7 @@ class ChatTemplate:
         ids = self._encode(pieces[0])
         for piece in pieces[1:]:
             ids += [self.vision_start] + [self.image_pad] * n_image_tokens + [self.vision_end]
-            ids += self._encode(piece)
+            ids += self._encode(piece.removeprefix("\n"))  # Qwen's template: text follows <|vision_end|> directly
         return ids
 
     def encode(self, turns: list[dict], n_image_tokens: int) -> tuple[list[int], list[int]]:
@@ -184,7 +189,7 @@ class Encoder:
             self.skipped["image_size"] += 1
             return None
         pixel_values, grid, frame, sam_size = image_tensors(image, original, cfg)
-        masks = RegionMasks(meta, cfg.side, sam_size[0] / original[0])
+        masks = RegionMasks(meta, cfg.side, frame_scale(*original, cfg.side))
         rows = [self._row(view, ids, labels, masks) for view, (ids, labels) in zip(views, texts)]
         return EncodedSample(
             key=meta["key"], source=meta["source"], rows=rows, pixel_values=pixel_values, grid=grid,
@@ -221,7 +226,7 @@ class RegionMasks:
     from a user's mask, box or point so that its prompt masks are drawn exactly as in training.
     """
 
-    def __init__(self, meta: dict, side: int, scale: float) -> None:
+    def __init__(self, meta: dict, side: int, scale: tuple[float, float]) -> None:
         self.meta, self.side, self.scale = meta, side, scale
         self._targets: dict[int, torch.Tensor] = {}
 
@@ -244,10 +249,16 @@ class RegionMasks:
 
     def _centre_pixel(self, bbox: list[float]) -> torch.Tensor:
         out = torch.zeros(self.side, self.side, dtype=torch.bool)
-        x = min(self.side - 1, int((bbox[0] + bbox[2]) / 2 * self.scale))
-        y = min(self.side - 1, int((bbox[1] + bbox[3]) / 2 * self.scale))
+        x, y = centre_pixel(bbox, self.scale, self.side)
         out[y, x] = True
         return out
+
+
+def centre_pixel(bbox: list[float], scale: tuple[float, float], side: int) -> tuple[int, int]:
+    """(x, y) frame pixel under a box's centre: the prompt of a region thinner than a frame pixel."""
+    x = min(side - 1, int((bbox[0] + bbox[2]) / 2 * scale[0]))
+    y = min(side - 1, int((bbox[1] + bbox[3]) / 2 * scale[1]))
+    return x, y
 
 
 def _pairs(rows: list[EncodedRow]) -> list[tuple[int, int]]:

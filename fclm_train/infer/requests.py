@@ -29,7 +29,7 @@ from PIL import Image
 
 from fclm_data.masks import encode_mask
 from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate, EncoderConfig, RegionMasks, image_tensors
-from fclm_train.data.vision import image_token_count, open_image
+from fclm_train.data.vision import frame_scale, image_token_count, open_image, to_rgb
 from fclm_train.model.inputs import FCLMInputs
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
@@ -50,7 +50,8 @@ def load_image(image: ImageInput, side: int, draft: bool = True) -> LoadedImage:
     """A path, bytes, PIL image or (H, W, 3) uint8 array -> :class:`LoadedImage`.
 
     Files and bytes go through the trainer's :func:`open_image` (reduced-size JPEG decoding for large originals),
-    so their pixels match training exactly; PIL images and arrays are taken as they are.
+    so their pixels match training exactly; PIL images and arrays are taken as they are, transparency composited
+    onto white (:func:`~fclm_train.data.vision.to_rgb`).
     """
     if isinstance(image, (str, Path)):
         image = Path(image).read_bytes()
@@ -58,10 +59,12 @@ def load_image(image: ImageInput, side: int, draft: bool = True) -> LoadedImage:
         pixels, original = open_image(image, side, draft)
         return LoadedImage(pixels, original, image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(to_rgb(image))
     array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {array.shape} {array.dtype}")
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+        raise ValueError(f"an image array must be (H, W, 3) uint8 RGB or (H, W, 4) RGBA, got {array.shape} {array.dtype}")
+    if array.shape[2] == 4:  # onto white, as a PIL RGBA image (and transformers' processors) would be
+        array = np.array(to_rgb(Image.fromarray(array, "RGBA")))
     pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     return LoadedImage(pixels, (array.shape[0], array.shape[1]))
 
@@ -157,7 +160,7 @@ class RequestBuilder:
         self._check_regions(prompt_ids, query)
         pixel_values, grid, frame, sam_size = image_tensors(query.image.pixels, (height, width), cfg)
         meta = {"key": query.key, "visual_prompt": query.visual_prompt, "regions": query.regions}
-        masks = RegionMasks(meta, cfg.side, sam_size[0] / height)
+        masks = RegionMasks(meta, cfg.side, frame_scale(height, width, cfg.side))
         return Request(
             key=query.key, prompt_ids=prompt_ids, answer_ids=answer_ids, pixel_values=pixel_values, grid=grid,
             sam_image=frame, sam_size=sam_size, original_size=(height, width),
