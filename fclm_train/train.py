@@ -175,7 +175,7 @@ class Trainer:
             batch = next(batches)
             inputs = batch.inputs
             inputs.seed = ((self.step * self.accumulation + micro) * self.info.world_size) + self.info.rank
-            inputs = inputs.to(self.info.device)
+            inputs = inputs.prepare(self.info.device)  # Qwen patches, SAM frames, masks built on the device
             with self._no_sync(last=micro == self.accumulation - 1), self._autocast():
                 out = self.model(inputs)
                 (out.loss / self.accumulation).backward()
