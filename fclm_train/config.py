@@ -50,6 +50,8 @@ class DataConfig:
     max_length: int = 4096  #: paper §S1.1: input sequence length; longer samples are skipped and counted
     system_prompt: str | None = "You are a helpful assistant."  #: Qwen2.5-VL chat template default
     draft: bool = True  #: reduced-size JPEG decoding for originals >= 2x the long side (ours)
+    #: "worker": loader workers decode JPEGs (PIL, with ``draft``); "device": the training step does (nvJPEG on CUDA)
+    jpeg_decode: Literal["worker", "device"] = "worker"
 
 
 @dataclass

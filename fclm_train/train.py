@@ -133,6 +133,7 @@ class Trainer:
             side=fclm.image_long_side, patch_size=fclm.llm.patch_size, merge_size=fclm.llm.spatial_merge_size,
             temporal_patch_size=fclm.llm.temporal_patch_size, region_text=fclm.region_token_text,
             max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt, draft=cfg.data.draft,
+            jpeg_decode=cfg.data.jpeg_decode,
         )  # fmt: skip
         loader = LoaderConfig(
             micro_batch_size=cfg.data.micro_batch_size, batch_unit=cfg.data.batch_unit,

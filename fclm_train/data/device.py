@@ -3,7 +3,8 @@
 Loader workers do only what must happen on the CPU (read the tar, parse the JSON, decode the JPEG at a reduced DCT
 scale where it applies, decode RLE masks at their stored size, tokenise) and ship a :class:`CompactBatch`:
 
-* the decoded images as one flat uint8 buffer (or, with ``jpeg_decode="device"``, the JPEG bytes themselves);
+* the decoded images as one flat uint8 buffer, HWC as the decoder writes them (the device's float conversion does
+  the transposition), or, with ``jpeg_decode="device"``, the JPEG bytes themselves;
 * the masks bit-packed at their stored size (``np.packbits`` over column-major pixels, the layout ``decode_rle``
   returns, so packing copies nothing), 1/8 of a uint8 mask and 1/(8 x frame/image area) of a frame-sized bool;
 * per ``<region>`` / ``[SEG]`` occurrence a small integer spec naming what to draw (:data:`PROMPT_MASK`,
@@ -65,7 +66,7 @@ class CompactImage:
     """One sample's pixels and masks as the worker ships them."""
 
     original_size: tuple[int, int]  #: (H, W), also the masks' size
-    pixels: torch.Tensor | None = None  #: (3, h, w) uint8, h x w <= H x W (reduced DCT scale)
+    pixels: torch.Tensor | None = None  #: (h, w, 3) uint8 as decoded (HWC), h x w <= H x W (reduced DCT scale)
     jpeg: bytes | None = None  #: the JPEG bytes, decoded by :meth:`CompactBatch.prepare` (``jpeg_decode="device"``)
     masks: list[np.ndarray] = dataclasses.field(default_factory=list)  #: bit-packed (H, W) masks, see :func:`pack_mask`
     drawn: list[np.ndarray] = dataclasses.field(default_factory=list)  #: bit-packed (S, S) prompt frames
@@ -106,7 +107,7 @@ class CompactBatch:
     geometry: ImageGeometry
     row_image: torch.Tensor  #: (B,) long, the image of each row (a paired sample's two rows share one)
     image_sizes: torch.Tensor  #: (N, 4) long: original (H, W), shipped pixels (h, w) -- (0, 0) for a JPEG
-    pixel_data: torch.Tensor  #: flat uint8: the shipped pixels of every image, (3, h, w) each, in order
+    pixel_data: torch.Tensor  #: flat uint8: the shipped pixels of every image, (h, w, 3) each, in order
     jpeg_data: torch.Tensor  #: flat uint8: the JPEG bytes of images decoded here
     jpeg_sizes: torch.Tensor  #: (N,) long bytes per image (0: pixels shipped)
     mask_counts: torch.Tensor  #: (N,) long masks per image, packed at (H, W), in mask_data
@@ -163,7 +164,7 @@ class CompactBatch:
         data = self.pixel_data.to(device, non_blocking=True)
         out, offset, jpegs = [], 0, []
         for (_, _, h, w), n in zip(self.image_sizes.tolist(), self.jpeg_sizes.tolist()):
-            out.append(data[offset : offset + 3 * h * w].view(3, h, w))
+            out.append(data[offset : offset + 3 * h * w].view(h, w, 3).permute(2, 0, 1))  # HWC as decoded
             offset += 3 * h * w
             if n:
                 jpegs.append(len(out) - 1)
@@ -337,7 +338,7 @@ def compact_batch(
     jpeg = [np.frombuffer(image.jpeg, dtype=np.uint8) for image in images if image.jpeg is not None]
     masks = [m for image in images for m in image.masks]
     drawn = [m for image in images for m in image.drawn]
-    shipped = [(0, 0) if image.pixels is None else tuple(image.pixels.shape[1:]) for image in images]
+    shipped = [(0, 0) if image.pixels is None else tuple(image.pixels.shape[:2]) for image in images]
     has_ignore = any(k != NO_MASK for row in ignore_specs for k in row)
     region_rows = [len(specs) for specs in region_specs]
     seg_rows = [len(specs) for specs in seg_specs]

@@ -241,7 +241,7 @@ def load_compact_image(data: bytes, config: EncoderConfig) -> CompactImage:
     elif config.jpeg_decode != "worker":
         raise ValueError(f"jpeg_decode must be 'worker' or 'device', got {config.jpeg_decode!r}")
     pixels, size = open_image(data, config.side, config.draft)
-    return CompactImage(size, pixels=pixels)
+    return CompactImage(size, pixels=pixels.permute(1, 2, 0))  # the decoder's HWC layout, no copy
 
 
 def _grid(original: tuple[int, int], cfg: EncoderConfig) -> tuple[int, int, int]:

@@ -159,7 +159,7 @@ class RequestBuilder:
         prompt_ids = self.chat.prompt(query.turns, n_image)
         answer_ids = [] if query.answer is None else self.chat.content_ids(query.answer, n_image) + [self.chat.im_end]
         self._check_regions(prompt_ids, query)
-        image = CompactImage((height, width), pixels=query.image.pixels)
+        image = CompactImage((height, width), pixels=query.image.pixels.permute(1, 2, 0))
         meta = {"key": query.key, "visual_prompt": query.visual_prompt, "regions": query.regions}
         masks = CompactMasks(meta, cfg.side, image)
         h, w = qwen_grid_size(height, width, cfg.side, cfg.patch_size, cfg.merge_size)

@@ -116,3 +116,16 @@ def test_transparent_pngs_are_composited_onto_white_as_the_processor_does():
     clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     assert torch.all(open_image(_png(clear), 1024)[0] == 255)  # white, not black
     assert torch.all(load_image(np.asarray(clear), 1024).pixels == 255)  # an (H, W, 4) array input
+
+
+@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 75, "subsampling": 0}, {"progressive": True}])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_full_size_jpeg_decoding_gives_pils_pixels(options, mode):
+    """Full-size JPEGs are decoded by torchvision (no copies through PIL's tobytes): the pixels PIL gives."""
+    buffer = io.BytesIO()
+    Image.fromarray(_image(48, 80, seed=5)).convert(mode).save(buffer, format="JPEG", **options)
+    decoded, size = open_image(buffer.getvalue(), 1024)
+    expected = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    assert size == (48, 80) and np.array_equal(decoded.permute(1, 2, 0).numpy(), expected)
+    with pytest.raises(OSError):
+        open_image(buffer.getvalue()[: len(buffer.getvalue()) // 2], 1024)  # truncated: PIL's error
