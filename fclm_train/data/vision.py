@@ -4,8 +4,9 @@ Paper §S1.1: the image input and the decoder's segmentation both work at a long
 
 * :func:`open_image` decodes the JPEG at reduced size when the original is at least twice the target
   (``Image.draft``: libjpeg's DCT scaling, 1.4-1.9x faster than a full decode), one of the savings of
-  storing original bytes in shards; other JPEGs go straight into a tensor (torchvision's decoder). Transparent images are composited onto white (:func:`to_rgb`), as
-  transformers' image processors do, not flattened to black by ``convert("RGB")``.
+  storing original bytes in shards; other JPEGs go straight into a tensor (torchvision's decoder). Transparent
+  images are composited onto white (:func:`to_rgb`), as transformers' image processors do, not flattened to black
+  by ``convert("RGB")``.
 * :func:`qwen_patches` resizes (bicubic, antialiased: torchvision's kernel, which the default "fast"
   ``Qwen2VLImageProcessor`` uses) to the processor's ``smart_resize`` grid for a long side of ``side`` and lays
   the pixels out exactly as the processor does (a test pins equality); written out because the processor's

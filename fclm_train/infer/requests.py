@@ -64,7 +64,8 @@ def load_image(image: ImageInput, side: int, draft: bool = True) -> LoadedImage:
         image = np.array(to_rgb(image))
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
-        raise ValueError(f"an image array must be (H, W, 3) uint8 RGB or (H, W, 4) RGBA, got {array.shape} {array.dtype}")
+        raise ValueError(f"an image array must be (H, W, 3) uint8 RGB or (H, W, 4) RGBA, got {array.shape} "
+                         f"{array.dtype}")  # fmt: skip
     if array.shape[2] == 4:  # onto white, as a PIL RGBA image (and transformers' processors) would be
         array = np.array(to_rgb(Image.fromarray(array, "RGBA")))
     pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
