@@ -131,32 +131,35 @@ class CompactBatch:
     def prepare(self, device: torch.device | str = "cpu") -> FCLMInputs:
         """The model's batch on ``device``: Qwen patches, SAM frames and frame-sized masks built there."""
         device = torch.device(device)
-        geo = self.geometry
-        images = self._images(device)
-        sizes = self.image_sizes.tolist()
-        groups: dict[tuple[int, int, int, int], list[int]] = {}
-        for i, (H, W, *_rest) in enumerate(sizes):
-            groups.setdefault((H, W, *images[i].shape[1:]), []).append(i)
-        patches: list[torch.Tensor | None] = [None] * len(images)
-        frames = torch.zeros(len(images), 3, geo.side, geo.side, device=device)
-        for (H, W, _, _), members in groups.items():  # one batched resize per (original, shipped) size
-            stack = torch.stack([images[i] for i in members])
-            for i, p in zip(members, qwen_patches_batch(stack, (H, W), geo)):
-                patches[i] = p
-            h, w = long_side_size(H, W, geo.side)
-            frames[members, :, :h, :w] = sam_inside_batch(stack, (h, w))
-        rows = self.row_image.tolist()
-        masks, drawn = self._mask_frames(device, sizes)
+        patches, frames = self._pixel_tensors(device)
+        masks, drawn = self._mask_frames(device)
         text = {name: getattr(self, name).to(device, non_blocking=True) for name in (
             "input_ids", "attention_mask", "labels", "image_grid_thw", "sam_input_sizes", "original_sizes",
             "region_batch_index", "seg_batch_index", "consistency_pairs")}  # fmt: skip
         return FCLMInputs(
-            **text, pixel_values=torch.cat([patches[i] for i in rows]),
+            **text, pixel_values=torch.cat([patches[i] for i in self.row_image.tolist()]),
             mm_token_type_ids=(text["input_ids"] == self.image_token_id).int(),
             sam_images=frames[self.row_image.to(device)],
             region_masks=self._regions(masks, drawn, device), seg_masks=self._refs(self.seg_specs, masks),
             seg_ignore=None if self.ignore_specs is None else self._refs(self.ignore_specs, masks), seed=self.seed,
         )  # fmt: skip
+
+    def _pixel_tensors(self, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(Qwen patches per image, (N, 3, S, S) SAM frames): one batched resize per (original, shipped) size."""
+        geo = self.geometry
+        images = self._images(device)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (H, W, *_) in enumerate(self.image_sizes.tolist()):
+            groups.setdefault((H, W, *images[i].shape[1:]), []).append(i)
+        patches: list[torch.Tensor] = [torch.empty(0)] * len(images)
+        frames = torch.zeros(len(images), 3, geo.side, geo.side, device=device)
+        for (H, W, _, _), members in groups.items():
+            stack = torch.stack([images[i] for i in members])
+            for i, p in zip(members, qwen_patches_batch(stack, (H, W), geo)):
+                patches[i] = p
+            h, w = long_side_size(H, W, geo.side)
+            frames[members, :, :h, :w] = sam_inside_batch(stack, (h, w))
+        return patches, frames
 
     # ------------------------------------------------------------------------------------------- images
     def _images(self, device: torch.device) -> list[torch.Tensor]:
@@ -176,14 +179,15 @@ class CompactBatch:
         return out
 
     # ------------------------------------------------------------------------------------------- masks
-    def _mask_frames(self, device: torch.device, sizes: list[list[int]]) -> tuple[list[torch.Tensor], list]:
+    def _mask_frames(self, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per image: (M + 1, S, S) bool frames of its masks (the last plane empty: NO_MASK), its drawn frames."""
         side = self.geometry.side
         data = self.mask_data.to(device, non_blocking=True)
         drawn_data = self.drawn_data.to(device, non_blocking=True)
         frame_bytes = math.ceil(side * side / 8)
         masks, drawn, offset, drawn_offset = [], [], 0, 0
-        for (H, W, *_), m, d in zip(sizes, self.mask_counts.tolist(), self.drawn_counts.tolist()):
+        counts = zip(self.image_sizes.tolist(), self.mask_counts.tolist(), self.drawn_counts.tolist())
+        for (H, W, *_), m, d in counts:
             nbytes = math.ceil(H * W / 8)
             packed = data[offset : offset + m * nbytes].view(m, nbytes)
             offset += m * nbytes
