@@ -1,32 +1,35 @@
-"""Our shard loader vs a LISA-style raw-release loader, side by side on the same generated RefCOCO data.
+"""Where the loader's limit is: a plain JPEG decode, our loader's CPU side, a LISA-style loader, the device step.
 
-    python bench/loader_throughput.py                      # scale 20 and 10x (200), 1 and 2 workers
-    python bench/loader_throughput.py --scale 5 --grow 4 --samples 16 --json   # quick
-    python bench/loader_throughput.py --image-size 2048 1536 --grow 1         # SA-1B-sized originals: draft
+    python bench/loader_throughput.py                      # 640x480, scale 20 and 10x (200), 1 and 2 workers
+    python bench/loader_throughput.py --image-size 2048 1536 --scale 4 --grow 10   # SA-1B-sized originals: draft
+    python bench/loader_throughput.py --scale 5 --grow 4 --samples 16 --json        # quick
 
-Data: ``generate_data_root(families=["refcoco"], scale=K, image_size=(640, 480))`` (RefCOCO, RefCOCO+, RefCOCOg in
-the lichengunc/refer layout) and the shards ``fclm-data build`` makes from its train splits; a second root at
+Data: ``generate_data_root(families=["refcoco"], scale=K, image_size=...)`` (RefCOCO, RefCOCO+, RefCOCOg in the
+lichengunc/refer layout) and the shards ``fclm-data build`` makes from its train splits; a second root at
 ``grow x K`` for the scaling part. Both are cached under ``--work``.
 
-Loaders (``--batch`` samples per batch, a DataLoader with N workers, fork start method):
+Measured in one run, side by side (``--batch`` samples per batch, a DataLoader with N workers, fork start method):
 
-* **ours** -- ``fclm_train.data.ShardLoader`` with the 3B preset's settings: sequential tar reads, RLE masks,
-  reduced-size JPEG decoding when it applies, Qwen2.5-VL patches at long side 1024, the 1024 SAM frame, masks on
-  it, ChatML ids from the offline Qwen tokenizer -- ``FCLMInputs``, i.e. model-ready tensors.
+* **decode** -- the CPU limit: the same shards read sequentially and each sample's JPEG bytes decoded with PIL, at
+  the reduced DCT scale our loader uses where it applies, shipped as uint8 tensors; nothing else.
+* **ours** -- ``fclm_train.data.ShardLoader``'s CPU side with the 3B preset's settings: tar reads, JSON, the JPEG
+  decode, RLE masks decoded at their stored size and bit-packed, ChatML ids from the offline Qwen tokenizer --
+  a ``CompactBatch``.
 * **lisa** -- our re-implementation of what LISA's ``utils/refer_seg_dataset.py`` does: the dataset loads every
   ``refs(*).p`` + ``instances.json`` and indexes them (REFER's ``createIndex``) when it is built, in the main
   process, and the forked workers inherit it; per sample: a random image, its refs' sentences, 3 sampled, a
   full JPEG decode (PIL; LISA uses cv2), the CLIP view (224, ``CLIPImageProcessor``), the SAM view
   (``ResizeLongestSide(1024)``: PIL bilinear, SAM-normalised, padded), polygons rasterised with pycocotools and
   summed; the collate tokenises the LLaVA-style conversation (the Qwen tokenizer stands in for LLaMA's).
-* **lisa->fclm** -- the same LISA-style data access producing *our* model-ready tensors (Qwen patches instead of
-  the 224 CLIP view, masks on the SAM frame), so that ours-vs-lisa->fclm isolates what the shard format saves.
+* **step** -- ``CompactBatch.prepare(device)`` per batch of ours (Qwen patches at long side 1024, the 1024 SAM
+  frame, masks on it): in this process with one thread on the CPU, and on CUDA when a device is there
+  (synchronised; the host-to-device copy included).
 
 Reported: samples/s and samples/s per worker at 1 and 2 workers (after the first batch; best of ``--repeats``
-interleaved runs, since a shared machine's load comes in bursts), and, at K and grow x K, each loader in a fresh
-interpreter: time to the first batch (loader construction included, imports excluded) and resident memory (RSS,
-and USS = private pages) per worker and of the main process after ``--memory-batches`` more batches.
-No assertions: figures only.
+interleaved runs, since a shared machine's load comes in bursts), ours / decode and ours / lisa; the step in ms per
+batch; and, at K and grow x K, ours and lisa each in a fresh interpreter: time to the first batch (loader
+construction included, imports excluded) and resident memory (RSS, and USS = private pages) per worker and of the
+main process after ``--memory-batches`` more batches. No assertions: figures only.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from fclm_train.data.encode import EncoderConfig  # noqa: E402
 from fclm_train.data.loader import LoaderConfig, ShardLoader  # noqa: E402
 from fclm_train.data.shards import resolve_shard_set  # noqa: E402
 from fclm_train.data.tokenizer import offline_qwen_tokenizer  # noqa: E402
-from fclm_train.data.vision import mask_to_frame, qwen_patches, sam_frame  # noqa: E402
+from fclm_train.data.vision import open_image  # noqa: E402
 
 SIDE = 1024
 REFER = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}  # LISA's refer_seg_data, minus refclef
@@ -97,12 +100,12 @@ class ReferIndex:
 
 
 class LisaStyleReferSeg(torch.utils.data.Dataset):
-    """LISA's ``ReferSegDataset`` behaviour on the refer layout; ``fclm_outputs`` swaps in FCLM's tensors."""
+    """LISA's ``ReferSegDataset`` behaviour on the refer layout."""
 
-    def __init__(self, root: Path, samples_per_epoch: int, fclm_outputs: bool = False, classes_per_sample: int = 3):
+    def __init__(self, root: Path, samples_per_epoch: int, classes_per_sample: int = 3):
         from transformers import CLIPImageProcessor
 
-        self.root, self.samples_per_epoch, self.fclm_outputs = root, samples_per_epoch, fclm_outputs
+        self.root, self.samples_per_epoch = root, samples_per_epoch
         self.classes_per_sample = classes_per_sample
         self.clip = CLIPImageProcessor()  # clip-vit-large-patch14 defaults: shortest edge 224, crop 224
         self.data = {}
@@ -133,13 +136,6 @@ class LisaStyleReferSeg(torch.utils.data.Dataset):
         masks = [self._polygon_mask(dataset["anns"][ann_ids[i]], info) for i in picks]
         questions = [random.choice(RES_QUESTIONS).format(expression=sents[i]) for i in picks]
         answers = [random.choice(RES_ANSWERS) for _ in picks]
-        if self.fclm_outputs:
-            chw = torch.from_numpy(image.copy()).permute(2, 0, 1)
-            patches, grid = qwen_patches(chw, image.shape[:2], SIDE, 14, 2, 2)
-            frame, _ = sam_frame(chw, image.shape[:2], SIDE)
-            frames = torch.stack([mask_to_frame(m, SIDE) for m in masks])
-            return {"image": frame, "clip": patches, "grid": grid, "masks": frames, "questions": questions,
-                    "answers": answers}  # fmt: skip
         clip = self.clip.preprocess(image, return_tensors="pt")["pixel_values"][0]
         sam = self._sam_view(image)
         return {"image": sam, "clip": clip, "masks": torch.from_numpy(np.stack(masks)), "questions": questions,
@@ -187,8 +183,8 @@ class LisaCollate:
                 "masks_list": [s["masks"] for s in batch]}  # fmt: skip
 
 
-def lisa_loader(root: Path, workers: int, batch: int, tokenizer, fclm_outputs: bool) -> torch.utils.data.DataLoader:
-    dataset = LisaStyleReferSeg(root, samples_per_epoch=10**6, fclm_outputs=fclm_outputs)
+def lisa_loader(root: Path, workers: int, batch: int, tokenizer) -> torch.utils.data.DataLoader:
+    dataset = LisaStyleReferSeg(root, samples_per_epoch=10**6)
     return torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False,
                                        collate_fn=LisaCollate(tokenizer), worker_init_fn=_seed_worker)  # fmt: skip
 
@@ -204,6 +200,59 @@ def our_loader(shards: Path, workers: int, batch: int, tokenizer, shuffle_buffer
     encoder = EncoderConfig(side=SIDE)  # the 3B preset: Qwen patch 14, merge 2, <mask><pos>
     config = LoaderConfig(micro_batch_size=batch, num_workers=workers, shuffle_buffer=shuffle_buffer)
     return ShardLoader(sets, tokenizer, encoder, config).dataloader()
+
+
+# ------------------------------------------------------------------------------------------------ the limit
+class PlainDecode(torch.utils.data.IterableDataset):
+    """The shards' tars read in order (each worker its share of shards, round after round) and every JPEG
+    decoded as our loader decodes it (``open_image``: PIL, reduced DCT scale where it applies), nothing else."""
+
+    def __init__(self, shards: Path, batch: int) -> None:
+        super().__init__()
+        self.tars, self.batch = sorted(str(p) for p in shards.glob("shard-*.tar")), batch
+
+    def __iter__(self):
+        from webdataset.tariterators import tarfile_samples
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        by_shard = len(self.tars) >= workers  # else every worker reads every tar and decodes its share of samples
+        mine = self.tars[worker::workers] if by_shard else self.tars
+        batch = []
+        while True:
+            for n, raw in enumerate(tarfile_samples([{"url": url} for url in mine])):
+                if by_shard or n % workers == worker:
+                    batch.append(open_image(raw["jpg"], SIDE)[0])
+                if len(batch) == self.batch:
+                    yield batch
+                    batch = []
+
+
+def decode_loader(shards: Path, workers: int, batch: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(PlainDecode(shards, batch), batch_size=None, num_workers=workers,
+                                       collate_fn=_identity)  # fmt: skip
+
+
+def _identity(batch):
+    return batch
+
+
+def step_times(shards: Path, batch: int, tokenizer, shuffle_buffer: int, batches: int, device: str) -> list[float]:
+    """Seconds per ``CompactBatch.prepare(device)`` over ``batches`` batches of ours (the first one, warm-up, not
+    counted)."""
+    iterator = iter(our_loader(shards, 0, batch, tokenizer, shuffle_buffer))
+    inputs = [next(iterator).inputs for _ in range(batches + 1)]
+    times = []
+    for compact in inputs:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        prepared = compact.prepare(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        del prepared
+    return times[1:]
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -253,9 +302,9 @@ def child(args) -> None:
 
 def makers(root: Path, shards: Path, workers: int, args, tokenizer) -> dict:
     return {
+        "decode": lambda: decode_loader(shards, workers, args.batch),
         "ours": lambda: our_loader(shards, workers, args.batch, tokenizer, args.shuffle_buffer),
-        "lisa": lambda: lisa_loader(root, workers, args.batch, tokenizer, fclm_outputs=False),
-        "lisa->fclm": lambda: lisa_loader(root, workers, args.batch, tokenizer, fclm_outputs=True),
+        "lisa": lambda: lisa_loader(root, workers, args.batch, tokenizer),
     }
 
 
@@ -284,6 +333,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per loader, interleaved; best kept")
     parser.add_argument("--image-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     parser.add_argument("--memory-batches", type=int, default=20, help="batches before memory is read")
+    parser.add_argument("--step-batches", type=int, default=10, help="batches timed through the device step")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
@@ -308,9 +358,14 @@ def main() -> None:
             best = max(runs)
             results["throughput"][f"{name}@{workers}"] = {"samples_per_s": best, "per_worker": best / workers,
                                                           "runs": runs}  # fmt: skip
+    results["step"] = {}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        times = step_times(small_shards, args.batch, tokenizer, args.shuffle_buffer, args.step_batches, device)
+        results["step"][device] = {"ms_per_batch": 1000 * float(np.median(times)),
+                                   "samples_per_s": args.batch / float(np.median(times)), "runs": times}  # fmt: skip
     for label, (root, shards) in (("1x", (small_root, small_shards)), (f"{args.grow}x", (big_root, big_shards))):
         annotations = sum((root / "refer_seg" / d / "instances.json").stat().st_size for d in REFER)
-        loaders = {name: first_batch_in_child(name, root, shards, args) for name in ("ours", "lisa", "lisa->fclm")}
+        loaders = {name: first_batch_in_child(name, root, shards, args) for name in ("ours", "lisa")}
         results["scaling"][label] = {"annotation_bytes": annotations, **loaders}
     if args.json:
         print(json.dumps(results, indent=1))
@@ -326,12 +381,16 @@ def report(results: dict, args) -> None:
         ours = results["throughput"][f"ours@{workers}"]["samples_per_s"]
         print(f"{name:<12}{workers:>8}{row['samples_per_s']:>12.2f}{row['per_worker']:>12.2f}"
               f"{ours / row['samples_per_s']:>10.2f}x")  # fmt: skip
+    print(f"\ndevice step (CompactBatch.prepare, batch {args.batch}, median of {args.step_batches})")
+    for device, row in results["step"].items():
+        threads = " (1 thread, this process)" if device == "cpu" else ""
+        print(f"{device:<12}{row['ms_per_batch']:>10.1f} ms/batch{row['samples_per_s']:>10.1f} samples/s{threads}")
     print(f"\ntime to first batch, memory per worker after {args.memory_batches} more batches "
           "(2 workers, each loader in a fresh process)")
     print(f"{'set':<6}{'annotations':>13}{'loader':>12}{'first batch s':>15}{'worker RSS MiB':>16}"
           f"{'worker USS MiB':>16}{'main RSS MiB':>14}")  # fmt: skip
     for label, row in results["scaling"].items():
-        for name in ("ours", "lisa", "lisa->fclm"):
+        for name in ("ours", "lisa"):
             r = row[name]
             print(f"{label:<6}{row['annotation_bytes'] / 1e6:>11.2f}MB{name:>12}{r['first_batch_s']:>15.2f}"
                   f"{r['worker_rss_mb']:>16.1f}{r['worker_uss_mb']:>16.1f}{r['main_rss_mb']:>14.1f}")  # fmt: skip

@@ -109,6 +109,8 @@ class DataConfig(_Checked):
     #: shards, shards short of their manifest, undecodable / over-long samples), judged once 1 / fraction
     #: samples were seen and at the end (ours: 1%; 1.0 never stops). Counts by reason are in metrics.jsonl.
     max_skip_fraction: float = 0.01
+    #: "worker": loader workers decode JPEGs (PIL, with ``draft``); "device": the training step does (nvJPEG on CUDA)
+    jpeg_decode: Literal["worker", "device"] = "worker"
 
     def validate(self) -> None:
         self._positive("micro_batch_size", "prefetch_factor", "max_length")

@@ -144,6 +144,7 @@ class Trainer:
             side=fclm.image_long_side, patch_size=fclm.llm.patch_size, merge_size=fclm.llm.spatial_merge_size,
             temporal_patch_size=fclm.llm.temporal_patch_size, region_text=fclm.region_token_text,
             max_length=data.max_length, system_prompt=data.system_prompt, draft=data.draft,
+            jpeg_decode=data.jpeg_decode,
         )  # fmt: skip
 
     def _setup_data(self) -> ShardLoader:
@@ -259,7 +260,7 @@ class Trainer:
             batch = next(batches)
             inputs = batch.inputs
             inputs.seed = ((self.step * self.accumulation + micro) * self.info.world_size) + self.info.rank
-            inputs = inputs.to(self.info.device)
+            inputs = inputs.prepare(self.info.device)  # Qwen patches, SAM frames, masks built on the device
             with self._no_sync(last=micro == self.accumulation - 1), self._autocast():
                 out = self.model(inputs)
                 (out.loss / self.accumulation).backward()
@@ -337,7 +338,7 @@ class Trainer:
         for index, batch in zip(range(math.ceil(total / (world * val.micro_batch_size))), loader):
             inputs = batch.inputs
             inputs.seed = index
-            inputs = inputs.to(self.info.device)
+            inputs = inputs.prepare(self.info.device)
             with self._autocast():
                 out = self.model(inputs)
             n_tokens, n_objects = out.num_lm_tokens, 0 if out.seg_index is None else int(out.seg_index.numel())

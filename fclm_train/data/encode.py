@@ -1,10 +1,15 @@
-"""One shard sample -> model-ready rows: Qwen ChatML ids and labels, image tensors, masks on the SAM frame.
+"""One shard sample -> rows: Qwen ChatML ids and labels, the image and its masks in the compact form of ``device.py``.
 
 Text (Qwen2.5-VL ChatML, written by hand so the labels follow the turn boundaries)::
 
     <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
-    <|im_start|>user\\n<|vision_start|><|image_pad|> x N<|vision_end|>\\nDescribe <mask><pos> ...<|im_end|>\\n
+    <|im_start|>user\\n<|vision_start|><|image_pad|> x N<|vision_end|>Describe <mask><pos> ...<|im_end|>\\n
     <|im_start|>assistant\\nIt is [SEG].<|im_end|>\\n
+
+token for token what the released Qwen2.5-VL-*-Instruct ``chat_template`` renders for the messages
+``[{"type": "image"}, {"type": "text", "text": "Describe ..."}]``: the template puts the text right after
+``<|vision_end|>``, so the schema's ``"<image>\\n"`` (LLaVA's convention) loses its newline (a test renders the
+template text itself).
 
 The schema's single ``<image>`` becomes ``N = t*h*w / merge^2`` image pads (N is known from the JSON's image
 size, before any pixel is decoded); each ``<region>`` becomes ``region_text`` (``<mask><pos>``). Labels are the
@@ -32,8 +37,28 @@ from fclm_data.masks import decode_rle
 from fclm_train.config import DataConfig
 from fclm_train.model.inputs import IGNORE_INDEX
 
-from .prompts import prompt_mask
-from .vision import image_token_count, mask_to_frame, open_image, qwen_patches, sam_frame
+from .device import (
+    NO_MASK,
+    PROMPT_BOX,
+    PROMPT_DRAWN,
+    PROMPT_MASK,
+    CompactImage,
+    ImageGeometry,
+    jpeg_header,
+    pack_frame,
+    pack_mask,
+)
+from .prompts import box_on_frame, prompt_mask
+from .vision import (
+    frame_scale,
+    image_token_count,
+    long_side_size,
+    mask_to_frame,
+    open_image,
+    qwen_grid_size,
+    qwen_patches,
+    sam_frame,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +75,37 @@ class EncoderConfig:
     max_length: int = DataConfig.max_length  #: the train config's data fields own these defaults
     system_prompt: str | None = DataConfig.system_prompt
     draft: bool = DataConfig.draft
+    #: "worker": JPEGs decoded in the loader workers (PIL, reduced DCT scale); "device": shipped as bytes and
+    #: decoded by the device step (nvJPEG on CUDA, libjpeg-turbo otherwise), header checked in the worker
+    jpeg_decode: str = DataConfig.jpeg_decode
+
+    @property
+    def geometry(self) -> ImageGeometry:
+        return ImageGeometry(self.side, self.patch_size, self.merge_size, self.temporal_patch_size)
 
 
 @dataclass
 class EncodedRow:
-    """One conversation row of a batch."""
+    """One conversation row of a batch; masks are named by specs into the sample's :class:`CompactImage`."""
 
     input_ids: list[int]
     labels: list[int]
-    region_masks: list[torch.Tensor]  #: (S, S) bool per <region> occurrence, reading order
-    seg_masks: list[torch.Tensor]  #: (S, S) bool per [SEG] occurrence
-    seg_ignore: list[torch.Tensor | None]  #: (S, S) bool or None per [SEG] occurrence
+    region_specs: list[tuple[int, int, int, int, int]]  #: (kind, a, b, c, d) per <region>, ``device.PROMPT_*``
+    seg_refs: list[int]  #: mask index per [SEG] occurrence
+    ignore_refs: list[int]  #: mask index of its ignore region, or ``device.NO_MASK``, per [SEG]
     region_ids: list[int]  #: schema region index per <region> occurrence
     seg_ids: list[int]  #: schema region index per [SEG] occurrence
 
 
 @dataclass
 class EncodedSample:
-    """All rows of one shard sample (1, or 2 for a paired sample) and its image tensors."""
+    """All rows of one shard sample (1, or 2 for a paired sample) and its compact image and masks."""
 
     key: str
     source: str
     rows: list[EncodedRow]
-    pixel_values: torch.Tensor  #: (t*h*w, 3 * temporal * patch^2) float
+    image: CompactImage  #: uint8 pixels (or JPEG bytes) and bit-packed masks at the stored size
     grid: tuple[int, int, int]  #: (t, h, w) patches
-    sam_image: torch.Tensor  #: (3, S, S) float
     sam_size: tuple[int, int]  #: (h, w) before padding
     original_size: tuple[int, int]  #: (H, W)
     #: (region occurrence in rows[0], [SEG] occurrence in rows[1]) of the same region; [] when unpaired
@@ -103,7 +134,7 @@ class ChatTemplate:
         ids = self._encode(pieces[0])
         for piece in pieces[1:]:
             ids += [self.vision_start] + [self.image_pad] * n_image_tokens + [self.vision_end]
-            ids += self._encode(piece)
+            ids += self._encode(piece.removeprefix("\n"))  # Qwen's template: text follows <|vision_end|> directly
         return ids
 
     def encode(self, turns: list[dict], n_image_tokens: int) -> tuple[list[int], list[int]]:
@@ -179,35 +210,91 @@ class Encoder:
 
     def _with_pixels(self, raw: dict, meta: dict, views: list[dict], texts) -> EncodedSample | None:
         cfg = self.config
-        data = raw.get("jpg", raw.get("png"))
-        image, original = open_image(data, cfg.side, cfg.draft)
-        if list(original) != [meta["image"]["height"], meta["image"]["width"]]:
+        original = (meta["image"]["height"], meta["image"]["width"])
+        image = load_compact_image(raw.get("jpg", raw.get("png")), cfg)
+        if image.original_size != original:
             self.skipped["image_size"] += 1
             return None
-        pixel_values, grid, frame, sam_size = image_tensors(image, original, cfg)
-        masks = RegionMasks(meta, cfg.side, sam_size[0] / original[0])
+        masks = CompactMasks(meta, cfg.side, image)
         rows = [self._row(view, ids, labels, masks) for view, (ids, labels) in zip(views, texts)]
         return EncodedSample(
-            key=meta["key"], source=meta["source"], rows=rows, pixel_values=pixel_values, grid=grid,
-            sam_image=frame, sam_size=sam_size, original_size=original, pairs=_pairs(rows),
+            key=meta["key"], source=meta["source"], rows=rows, image=image, grid=_grid(original, cfg),
+            sam_size=long_side_size(*original, cfg.side), original_size=original, pairs=_pairs(rows),
         )  # fmt: skip
 
-    def _row(self, view: dict, ids: list[int], labels: list[int], masks: RegionMasks) -> EncodedRow:
+    def _row(self, view: dict, ids: list[int], labels: list[int], masks: CompactMasks) -> EncodedRow:
         return EncodedRow(
             input_ids=ids, labels=labels,
-            region_masks=[masks.prompt(i) for i in view["region_inputs"]],
-            seg_masks=[masks.target(i) for i in view["seg_targets"]],
-            seg_ignore=[masks.ignore(i) for i in view["seg_targets"]],
+            region_specs=[masks.prompt(i) for i in view["region_inputs"]],
+            seg_refs=[masks.target(i) for i in view["seg_targets"]],
+            ignore_refs=[masks.ignore(i) for i in view["seg_targets"]],
             region_ids=list(view["region_inputs"]), seg_ids=list(view["seg_targets"]),
         )  # fmt: skip
+
+
+def load_compact_image(data: bytes, config: EncoderConfig) -> CompactImage:
+    """What a worker ships of an image: decoded uint8 pixels, or (``jpeg_decode="device"``) the JPEG bytes after a
+    header read (size and mode; CMYK and other rare JPEG modes are still decoded here)."""
+    if config.jpeg_decode == "device":
+        kind, size, mode = jpeg_header(data)
+        if kind == "JPEG" and mode in ("RGB", "L"):
+            return CompactImage(size, jpeg=data)
+    elif config.jpeg_decode != "worker":
+        raise ValueError(f"jpeg_decode must be 'worker' or 'device', got {config.jpeg_decode!r}")
+    pixels, size = open_image(data, config.side, config.draft)
+    return CompactImage(size, pixels=pixels.permute(1, 2, 0))  # the decoder's HWC layout, no copy
+
+
+def _grid(original: tuple[int, int], cfg: EncoderConfig) -> tuple[int, int, int]:
+    h, w = qwen_grid_size(*original, cfg.side, cfg.patch_size, cfg.merge_size)
+    return 1, h // cfg.patch_size, w // cfg.patch_size
+
+
+class CompactMasks:
+    """Decodes each region's RLE once per sample at its stored size, bit-packs it into ``image.masks`` and names
+    it in the row specs; the device step resizes it onto the frame (``device.py``).
+
+    Mask and box prompts become specs; point and scribble prompts are drawn here on the frame with
+    :class:`RegionMasks` (they are seeded from the region's frame mask) and shipped packed in ``image.drawn``.
+    """
+
+    def __init__(self, meta: dict, side: int, image: CompactImage) -> None:
+        self.meta, self.side, self.image = meta, side, image
+        self.scale = frame_scale(*image.original_size, side)
+        self._index: dict[tuple[str, int], int] = {}
+        self._reference: RegionMasks | None = None
+
+    def _packed(self, kind: str, index: int, rle: dict) -> int:
+        if (kind, index) not in self._index:
+            self._index[kind, index] = len(self.image.masks)
+            self.image.masks.append(pack_mask(decode_rle(rle)))
+        return self._index[kind, index]
+
+    def target(self, index: int) -> int:
+        return self._packed("mask", index, self.meta["regions"][index]["mask"])
+
+    def ignore(self, index: int) -> int:
+        rle = self.meta["regions"][index]["ignore"]
+        return NO_MASK if rle is None else self._packed("ignore", index, rle)
+
+    def prompt(self, index: int) -> tuple[int, int, int, int, int]:
+        region, kind = self.meta["regions"][index], self.meta["visual_prompt"]
+        if kind == "mask":
+            return (PROMPT_MASK, self.target(index), *centre_pixel(region["bbox"], self.scale, self.side), 0)
+        if kind == "box":
+            return (PROMPT_BOX, *box_on_frame(region["bbox"], self.scale))
+        if self._reference is None:
+            self._reference = RegionMasks(self.meta, self.side, self.scale)
+        self.image.drawn.append(pack_frame(self._reference.prompt(index)))
+        return (PROMPT_DRAWN, len(self.image.drawn) - 1, 0, 0, 0)
 
 
 def image_tensors(
     image: torch.Tensor, original: tuple[int, int], config: EncoderConfig
 ) -> tuple[torch.Tensor, tuple[int, int, int], torch.Tensor, tuple[int, int]]:  # fmt: skip
-    """(3, h, w) uint8 image -> (Qwen patches, (t, h, w) grid, (3, S, S) SAM frame, pre-pad (h, w)).
+    """(3, h, w) uint8 image -> (Qwen patches, (t, h, w) grid, (3, S, S) SAM frame, pre-pad (h, w)) on the CPU.
 
-    The one place that turns pixels into model inputs, for training and inference alike.
+    The reference the device step (``device.py``) is tested against, one image at a time.
     """
     pixel_values, grid = qwen_patches(image, original, config.side, config.patch_size, config.merge_size,
                                       config.temporal_patch_size)  # fmt: skip
@@ -216,13 +303,15 @@ def image_tensors(
 
 
 class RegionMasks:
-    """Decodes each region's RLE once per sample and derives target, ignore and prompt masks on the frame.
+    """Decodes each region's RLE once per sample and derives target, ignore and prompt masks on the frame (CPU).
+
+    The reference for the device step's masks, and the drawer of point and scribble prompts.
 
     ``meta`` needs ``key``, ``visual_prompt`` and ``regions`` (schema regions); inference builds such a dict
     from a user's mask, box or point so that its prompt masks are drawn exactly as in training.
     """
 
-    def __init__(self, meta: dict, side: int, scale: float) -> None:
+    def __init__(self, meta: dict, side: int, scale: tuple[float, float]) -> None:
         self.meta, self.side, self.scale = meta, side, scale
         self._targets: dict[int, torch.Tensor] = {}
 
@@ -245,10 +334,16 @@ class RegionMasks:
 
     def _centre_pixel(self, bbox: list[float]) -> torch.Tensor:
         out = torch.zeros(self.side, self.side, dtype=torch.bool)
-        x = min(self.side - 1, int((bbox[0] + bbox[2]) / 2 * self.scale))
-        y = min(self.side - 1, int((bbox[1] + bbox[3]) / 2 * self.scale))
+        x, y = centre_pixel(bbox, self.scale, self.side)
         out[y, x] = True
         return out
+
+
+def centre_pixel(bbox: list[float], scale: tuple[float, float], side: int) -> tuple[int, int]:
+    """(x, y) frame pixel under a box's centre: the prompt of a region thinner than a frame pixel."""
+    x = min(side - 1, int((bbox[0] + bbox[2]) / 2 * scale[0]))
+    y = min(side - 1, int((bbox[1] + bbox[3]) / 2 * scale[1]))
+    return x, y
 
 
 def _pairs(rows: list[EncodedRow]) -> list[tuple[int, int]]:

@@ -8,9 +8,11 @@ Flow (one *stream* per (rank, worker); ``stream = rank * num_workers + worker``)
 2. **mix** -- a seeded weighted choice picks the set each next sample comes from (recipe weights).
 3. **shuffle** -- a seeded buffer of ``shuffle_buffer`` raw samples.
 4. **skip** -- on resume, the raw samples that earlier batches consumed are read past, not decoded.
-5. **encode + batch** -- JSON -> ChatML ids / labels, JPEG -> Qwen patches + SAM frame, RLE -> masks
-   (``encode.Encoder``); ``micro_batch_size`` samples (or rows) per batch; over-long samples skipped and counted.
-6. **collate** -- -> ``FCLMInputs`` in the worker; the batch carries (worker, raw position) for the state.
+5. **encode + batch** -- JSON -> ChatML ids / labels, JPEG -> uint8 pixels, RLE -> bit-packed masks at their
+   stored size (``encode.Encoder``); ``micro_batch_size`` samples (or rows) per batch; over-long samples skipped
+   and counted.
+6. **collate** -- -> a compact ``device.CompactBatch`` in the worker; the batch carries (worker, raw position) for
+   the state. The training step turns it into ``FCLMInputs`` on the model's device (``CompactBatch.prepare``).
 7. **DataLoader** -- ``batch_size=None``; workers are read round-robin, so batch ``n`` of a rank comes from
    worker ``n % num_workers``.
 
@@ -44,12 +46,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from fclm_train.model.inputs import FCLMInputs
-
 from .collate import collate
+from .device import CompactBatch
 from .encode import Encoder, EncoderConfig
 from .shards import ShardError, ShardSet
 from .stages import EXTRA_SAMPLES, READ_REASONS, Counted, ReadLedger, batches, mix, set_stream, shuffle, skip
@@ -74,7 +74,7 @@ class LoaderConfig:
 class LoaderBatch:
     """One batch plus where it came from (for the resume state and the logs)."""
 
-    inputs: FCLMInputs
+    inputs: CompactBatch  #: ``inputs.prepare(device)`` -> ``FCLMInputs``
     worker: int  #: logical worker that produced it
     consumed: int  #: raw samples that worker has consumed after this batch
     skipped: dict[str, int]  #: samples that worker lost or skipped so far (reader and encoder), by reason
@@ -146,7 +146,7 @@ class StreamDataset(IterableDataset):
         saved = self.start.skipped.get(worker, {})  # the encoder's counts are restored (skipping never decodes)
         encoder.skipped.update({k: v for k, v in saved.items() if k not in READ_REASONS and k != EXTRA_SAMPLES})
         for batch in batches(raw, _guarded(encoder), self.config.micro_batch_size, self.config.batch_unit):
-            inputs = collate(batch.samples, self.pad_token_id, self.image_token_id)
+            inputs = collate(batch.samples, self.pad_token_id, self.image_token_id, config=self.encoder_config)
             yield LoaderBatch(inputs, worker, batch.consumed, {**ledger.lost, **encoder.skipped},
                               [s.key for s in batch.samples], len(batch.samples), ledger.read)  # fmt: skip
 
@@ -280,6 +280,6 @@ def _pad_id(tokenizer) -> int:
     return pad if pad is not None else tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
 
-def pin(inputs: FCLMInputs) -> FCLMInputs:
+def pin(inputs: CompactBatch) -> CompactBatch:
     """Page-locked copies so ``to(device, non_blocking=True)`` overlaps the copy with compute."""
-    return FCLMInputs(**{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in vars(inputs).items()})
+    return inputs.pin_memory()

@@ -12,8 +12,9 @@ The extractor always receives a binary mask; how much of the region it reveals d
 
 A prompt that would be empty on the frame (a point outside the image) falls back to the region's mask.
 
-Everything is drawn on the SAM frame (``side x side``, the image resized by ``scale``), so a disc has the same
-size whatever the original resolution. The seeded choices hash ``(key, region index)``: a sample always gets
+Everything is drawn on the SAM frame (``side x side``, the image resized by ``scale`` = (x, y) factors, each axis
+by its own rounded size as SAM's ``ResizeLongestSide.apply_coords``), so a disc has the same size whatever the
+original resolution. The seeded choices hash ``(key, region index)``: a sample always gets
 the same prompt, epoch after epoch and after a resume.
 """
 
@@ -31,7 +32,7 @@ STROKE_WIDTH = 0.008
 
 
 def prompt_mask(
-    kind: str, mask_frame: torch.Tensor, region: dict, key: str, index: int, scale: float, side: int
+    kind: str, mask_frame: torch.Tensor, region: dict, key: str, index: int, scale: tuple[float, float], side: int
 ) -> torch.Tensor:  # fmt: skip
     """The (side, side) bool input mask of region ``index`` for prompt ``kind``.
 
@@ -40,13 +41,14 @@ def prompt_mask(
         mask_frame: (side, side) bool, the region's mask on the SAM frame.
         region: the schema region (``bbox`` [x0, y0, x1, y1] and ``points`` [[x, y], ...] in original pixels).
         key, index: seed the derived points.
-        scale: original pixels -> frame pixels.
+        scale: (x, y) factors from original pixels to frame pixels (``vision.frame_scale``).
     """
     if kind == "mask":
         return mask_frame
     if kind == "box":
         return _box(region["bbox"], scale, side)
-    points = [(x * scale, y * scale) for x, y in region.get("points") or []]
+    sx, sy = scale
+    points = [(x * sx, y * sy) for x, y in region.get("points") or []]
     if kind == "point":
         drawn = _draw(side, points or _seeded_points(mask_frame, key, index, 1), stroke=False)
     elif kind == "scribble":
@@ -56,13 +58,19 @@ def prompt_mask(
     return drawn if drawn.any() else mask_frame  # e.g. a point outside the image
 
 
-def _box(bbox: list[float], scale: float, side: int) -> torch.Tensor:
-    x0, y0, x1, y1 = (v * scale for v in bbox)
+def _box(bbox: list[float], scale: tuple[float, float], side: int) -> torch.Tensor:
+    left, top, right, bottom = box_on_frame(bbox, scale)
     out = torch.zeros(side, side, dtype=torch.bool)
-    left, top = int(np.floor(x0)), int(np.floor(y0))
-    right, bottom = max(left + 1, int(np.ceil(x1))), max(top + 1, int(np.ceil(y1)))
     out[top:bottom, left:right] = True
     return out
+
+
+def box_on_frame(bbox: list[float], scale: tuple[float, float]) -> tuple[int, int, int, int]:
+    """[x0, y0, x1, y1] in original pixels -> (left, top, right, bottom) frame pixels, at least one pixel."""
+    sx, sy = scale
+    x0, y0, x1, y1 = bbox[0] * sx, bbox[1] * sy, bbox[2] * sx, bbox[3] * sy
+    left, top = int(np.floor(x0)), int(np.floor(y0))
+    return left, top, max(left + 1, int(np.ceil(x1))), max(top + 1, int(np.ceil(y1)))
 
 
 def _seeded_points(mask_frame: torch.Tensor, key: str, index: int, n: int) -> list[tuple[float, float]]:

@@ -4,7 +4,9 @@ Paper §S1.1: the image input and the decoder's segmentation both work at a long
 
 * :func:`open_image` decodes the JPEG at reduced size when the original is at least twice the target
   (``Image.draft``: libjpeg's DCT scaling, 1.4-1.9x faster than a full decode), one of the savings of
-  storing original bytes in shards.
+  storing original bytes in shards; other JPEGs go straight into a tensor (torchvision's decoder). Transparent
+  images are composited onto white (:func:`to_rgb`), as transformers' image processors do, not flattened to black
+  by ``convert("RGB")``.
 * :func:`qwen_patches` resizes (bicubic, antialiased: torchvision's kernel, which the default "fast"
   ``Qwen2VLImageProcessor`` uses) to the processor's ``smart_resize`` grid for a long side of ``side`` and lays
   the pixels out exactly as the processor does (a test pins equality); written out because the processor's
@@ -42,6 +44,13 @@ def long_side_size(height: int, width: int, side: int) -> tuple[int, int]:
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
+def frame_scale(height: int, width: int, side: int) -> tuple[float, float]:
+    """(x, y) factors from original pixels to SAM-frame pixels: each axis by its own rounded size, as
+    segment-anything's ``ResizeLongestSide.apply_coords`` scales points and boxes (``new_w / W``, ``new_h / H``)."""
+    h, w = long_side_size(height, width, side)
+    return w / width, h / height
+
+
 def open_image(data: bytes, side: int, draft: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
     """Decode to a (3, h, w) uint8 RGB tensor, at a reduced DCT scale when that still leaves >= ``side``.
 
@@ -49,11 +58,43 @@ def open_image(data: bytes, side: int, draft: bool = True) -> tuple[torch.Tensor
     """
     image = Image.open(io.BytesIO(data))
     width, height = image.size
-    if draft and image.format == "JPEG" and max(width, height) >= 2 * side:
-        h, w = long_side_size(height, width, side)
-        image.draft("RGB", (w, h))  # picks the largest 1/2^k scale still >= (w, h)
-    pixels = np.array(image.convert("RGB"))  # (h, w, 3), writable
+    if image.format == "JPEG":
+        if draft and max(width, height) >= 2 * side:
+            h, w = long_side_size(height, width, side)
+            image.draft("RGB", (w, h))  # picks the largest 1/2^k scale still >= (w, h)
+        else:
+            pixels = _decode_jpeg_full(data)
+            if pixels is not None:
+                return pixels, (height, width)
+    pixels = np.array(to_rgb(image))  # (h, w, 3), writable
     return torch.from_numpy(pixels).permute(2, 0, 1), (height, width)
+
+
+def _decode_jpeg_full(data: bytes) -> torch.Tensor | None:
+    """A full-size JPEG decode straight into a tensor (torchvision's libjpeg-turbo: the same pixels as PIL's, a
+    test pins it, without PIL's two copies through ``tobytes``); None when it refuses the file (PIL decides)."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for torchcodec; read-only bytes
+            warnings.simplefilter("ignore", DeprecationWarning)  # are fine: the decoder only reads them
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with any transparency composited onto white: transformers' ``convert_to_rgb``, which the Qwen2-VL
+    processor applies (``convert("RGB")`` alone drops alpha and leaves transparent pixels black)."""
+    if image.mode == "RGB":
+        return image  # convert() would copy the pixels (half the cost of a 640x480 decode)
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def resize(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -6,7 +6,8 @@ Flow of :func:`evaluate`:
    sample's *entry* is its key's prefix (the recipe entry label, e.g. ``refcoco_val``; the build's
    ``manifest.parquet`` holds the same label in its ``entry`` column).
 2. **queries** -- each task turns a sample into predictor queries with the sample's own user turn (rendered by
-   ``fclm-data`` from the training templates) and regions (drawn by the trainer's ``RegionMasks``).
+   ``fclm-data`` from the training templates) and regions (drawn as in training: ``CompactMasks`` and the
+   device step).
 3. **batches** -- ``batch_size`` samples per :meth:`Predictor.predict_batch` (left-padded, KV-cached generation).
 4. **metrics** -- per entry, the unchanged metric classes: ``res`` / ``reason`` -> :class:`SegmentationMeter`
    (ReasonSeg's ignore areas excluded), ``roc`` -> :class:`RocMeter`, ``gcg`` -> :class:`GcgEvaluator` (image ids

@@ -158,7 +158,8 @@ class Predictor:
         if len(forced) != 1:
             raise ValueError("a batch is either generated or teacher-forced, not both")
         requests = [self.builder.build(q) for q in queries]
-        inputs = collate_requests(requests, self.pad_id, self.image_id, self.builder.seg_token_id).to(self.device)
+        inputs = collate_requests(requests, self.pad_id, self.image_id, self.builder.seg_token_id,
+                                  self.config).prepare(self.device)  # fmt: skip
         if forced.pop():
             texts, queries_per_row, stopped = self._forced(queries, inputs)
         else:
@@ -169,7 +170,7 @@ class Predictor:
         for b, (query, request) in enumerate(zip(queries, requests)):
             own = [m for m, r in zip(masks, rows) if r == b]
             predictions.append(Prediction(query.key, query.turns[-1]["content"], texts[b], own,
-                                          self._original_regions(request), stopped[b]))  # fmt: skip
+                                          self._original_regions(request, inputs, b), stopped[b]))  # fmt: skip
         return predictions
 
     def _generated(self, inputs) -> tuple[list[str], list[list[torch.Tensor]], list[bool]]:
@@ -184,11 +185,11 @@ class Predictor:
             per_row[b].append(hidden[k])
         return [q.answer for q in queries], per_row, [True] * len(queries)
 
-    def _original_regions(self, request: Request) -> list[np.ndarray]:
+    def _original_regions(self, request: Request, inputs, row: int) -> list[np.ndarray]:
         """The region prompts as the model saw them, mapped back to the original image size (overlays)."""
         (h, w), size = request.sam_size, request.original_size
         out = []
-        for mask in request.region_masks:
+        for mask in inputs.region_masks[inputs.region_batch_index == row].cpu():
             inside = mask[:h, :w].float()[None, None]
             out.append((F.interpolate(inside, size=size, mode="nearest-exact")[0, 0] > 0.5).numpy())
         return out

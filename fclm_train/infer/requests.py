@@ -2,12 +2,14 @@
 
 Everything a model sees at inference comes from the functions that built its training batches:
 
-1. pixels -- :func:`fclm_train.data.vision.open_image` (bytes, reduced-size JPEG decoding as in training) and
-   :func:`fclm_train.data.encode.image_tensors` (Qwen patches + SAM frame);
+1. pixels -- :func:`fclm_train.data.vision.open_image` (bytes, reduced-size JPEG decoding as in training); the Qwen
+   patches and the SAM frame are built on the model's device by the training step's own
+   :meth:`fclm_train.data.device.CompactBatch.prepare`;
 2. text -- :meth:`fclm_train.data.encode.ChatTemplate.prompt` (system turn, ChatML, ``<image>`` expanded to the
    image pads, ``<region>`` to ``<mask><pos>``), ending with the assistant head;
-3. regions -- schema region dicts drawn by :class:`fclm_train.data.encode.RegionMasks` (``prompts.py``), so a
-   user's box or point becomes the very mask ``fclm-data build --visual-prompt box|point`` trains on.
+3. regions -- schema region dicts named by :class:`fclm_train.data.encode.CompactMasks` and drawn on the device
+   (points with ``prompts.py``), so a user's box or point becomes the very mask
+   ``fclm-data build --visual-prompt box|point`` trains on.
 
 A :class:`Query` is the schema's view of one conversation (what a shard sample holds); :func:`region_from_input`
 turns a user's mask / box / point into such a region. Rows are padded on the left so that every row's last
@@ -28,9 +30,9 @@ import torch
 from PIL import Image
 
 from fclm_data.masks import encode_mask
-from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate, EncoderConfig, RegionMasks, image_tensors
-from fclm_train.data.vision import image_token_count, open_image
-from fclm_train.model.inputs import FCLMInputs
+from fclm_train.data.device import NO_MASK, CompactBatch, CompactImage, compact_batch
+from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate, CompactMasks, EncoderConfig
+from fclm_train.data.vision import image_token_count, long_side_size, open_image, qwen_grid_size, to_rgb
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 #: a (H, W) bool mask, a box ``[x0, y0, x1, y1]`` (x1 / y1 exclusive, original pixels) or a point ``(x, y)``
@@ -50,7 +52,8 @@ def load_image(image: ImageInput, side: int, draft: bool = True) -> LoadedImage:
     """A path, bytes, PIL image or (H, W, 3) uint8 array -> :class:`LoadedImage`.
 
     Files and bytes go through the trainer's :func:`open_image` (reduced-size JPEG decoding for large originals),
-    so their pixels match training exactly; PIL images and arrays are taken as they are.
+    so their pixels match training exactly; PIL images and arrays are taken as they are, transparency composited
+    onto white (:func:`~fclm_train.data.vision.to_rgb`).
     """
     if isinstance(image, (str, Path)):
         image = Path(image).read_bytes()
@@ -58,10 +61,13 @@ def load_image(image: ImageInput, side: int, draft: bool = True) -> LoadedImage:
         pixels, original = open_image(image, side, draft)
         return LoadedImage(pixels, original, image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(to_rgb(image))
     array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {array.shape} {array.dtype}")
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+        raise ValueError(f"an image array must be (H, W, 3) uint8 RGB or (H, W, 4) RGBA, got {array.shape} "
+                         f"{array.dtype}")  # fmt: skip
+    if array.shape[2] == 4:  # onto white, as a PIL RGBA image (and transformers' processors) would be
+        array = np.array(to_rgb(Image.fromarray(array, "RGBA")))
     pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     return LoadedImage(pixels, (array.shape[0], array.shape[1]))
 
@@ -121,17 +127,16 @@ class Query:
 
 @dataclass
 class Request:
-    """A :class:`Query` encoded: prompt ids, image tensors and region masks on the SAM frame."""
+    """A :class:`Query` encoded: prompt ids, the compact image and its region specs (``device.py``)."""
 
     key: str
     prompt_ids: list[int]
     answer_ids: list[int]  #: teacher-forced answer ids ([] when generating)
-    pixel_values: torch.Tensor  #: (t*h*w, C) Qwen patches
     grid: tuple[int, int, int]
-    sam_image: torch.Tensor  #: (3, S, S)
     sam_size: tuple[int, int]  #: (h, w) inside the frame
     original_size: tuple[int, int]  #: (H, W)
-    region_masks: list[torch.Tensor]  #: (S, S) bool per <region>
+    image: CompactImage  #: uint8 pixels and bit-packed region masks
+    region_specs: list[tuple[int, int, int, int, int]]  #: one per <region>
 
     @property
     def input_ids(self) -> list[int]:
@@ -155,13 +160,14 @@ class RequestBuilder:
         prompt_ids = self.chat.prompt(query.turns, n_image)
         answer_ids = [] if query.answer is None else self.chat.content_ids(query.answer, n_image) + [self.chat.im_end]
         self._check_regions(prompt_ids, query)
-        pixel_values, grid, frame, sam_size = image_tensors(query.image.pixels, (height, width), cfg)
+        image = CompactImage((height, width), pixels=query.image.pixels.permute(1, 2, 0))
         meta = {"key": query.key, "visual_prompt": query.visual_prompt, "regions": query.regions}
-        masks = RegionMasks(meta, cfg.side, sam_size[0] / height)
+        masks = CompactMasks(meta, cfg.side, image)
+        h, w = qwen_grid_size(height, width, cfg.side, cfg.patch_size, cfg.merge_size)
         return Request(
-            key=query.key, prompt_ids=prompt_ids, answer_ids=answer_ids, pixel_values=pixel_values, grid=grid,
-            sam_image=frame, sam_size=sam_size, original_size=(height, width),
-            region_masks=[masks.prompt(i) for i in query.region_inputs],
+            key=query.key, prompt_ids=prompt_ids, answer_ids=answer_ids,
+            grid=(1, h // cfg.patch_size, w // cfg.patch_size), sam_size=long_side_size(height, width, cfg.side),
+            original_size=(height, width), image=image, region_specs=[masks.prompt(i) for i in query.region_inputs],
         )  # fmt: skip
 
     def _check_regions(self, ids: list[int], query: Query) -> None:
@@ -174,30 +180,23 @@ class RequestBuilder:
             )
 
 
-def collate_requests(requests: list[Request], pad_token_id: int, image_token_id: int, seg_token_id: int) -> FCLMInputs:
-    """Left-padded ``FCLMInputs`` (labels all -100); ``seg_batch_index`` lists teacher-forced [SEG]s."""
+def collate_requests(requests: list[Request], pad_token_id: int, image_token_id: int, seg_token_id: int,
+                     config: EncoderConfig) -> CompactBatch:  # fmt: skip
+    """Left-padded rows (labels all -100) as a :class:`CompactBatch`; ``seg_batch_index`` lists teacher-forced
+    [SEG]s (without ground truth). ``.prepare(device)`` gives the model's ``FCLMInputs``."""
     B, T = len(requests), max(len(r.input_ids) for r in requests)
-    side = requests[0].sam_image.shape[-1]
     input_ids = torch.full((B, T), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((B, T), dtype=torch.long)
     for b, request in enumerate(requests):
         ids = request.input_ids
         input_ids[b, T - len(ids) :] = torch.tensor(ids)
         attention_mask[b, T - len(ids) :] = 1
-    seg_rows = (input_ids == seg_token_id).nonzero()[:, 0]  # (K,) row-major occurrence order
-    region_rows = [b for b, r in enumerate(requests) for _ in r.region_masks]
-    region_masks = [m for r in requests for m in r.region_masks]
-    return FCLMInputs(
+    segs = (input_ids == seg_token_id).sum(1).tolist()
+    return compact_batch(
         input_ids=input_ids, attention_mask=attention_mask, labels=torch.full_like(input_ids, IGNORE_INDEX),
-        pixel_values=torch.cat([r.pixel_values for r in requests]),
-        image_grid_thw=torch.tensor([r.grid for r in requests], dtype=torch.long),
-        mm_token_type_ids=(input_ids == image_token_id).int(),
-        sam_images=torch.stack([r.sam_image for r in requests]),
-        sam_input_sizes=torch.tensor([r.sam_size for r in requests], dtype=torch.long),
-        original_sizes=torch.tensor([r.original_size for r in requests], dtype=torch.long),
-        region_masks=torch.stack(region_masks) if region_masks else torch.zeros(0, side, side, dtype=torch.bool),
-        region_batch_index=torch.tensor(region_rows, dtype=torch.long),
-        seg_masks=torch.zeros(len(seg_rows), side, side, dtype=torch.bool), seg_batch_index=seg_rows,
+        image_token_id=image_token_id, geometry=config.geometry, images=[r.image for r in requests],
+        row_image=list(range(B)), grids=[r.grid for r in requests], region_specs=[r.region_specs for r in requests],
+        seg_specs=[[NO_MASK] * n for n in segs], ignore_specs=[[NO_MASK] * n for n in segs],
         consistency_pairs=torch.zeros(0, 2, dtype=torch.long),
     )  # fmt: skip
 

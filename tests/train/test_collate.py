@@ -12,6 +12,7 @@ from webdataset.tariterators import tarfile_samples
 from fclm_data.masks import decode_rle
 from fclm_train.data.collate import collate
 from fclm_train.data.encode import IGNORE_INDEX, Encoder, EncoderConfig
+from fclm_train.data.vision import frame_scale
 from fclm_train.model.vision import mask_to_sam_frame
 
 
@@ -34,9 +35,20 @@ def encoded(stage2_build, mixed_build, tiny_tokenizer, encoder_config):
 
 
 @pytest.fixture(scope="module")
-def collated(encoded, tiny_tokenizer):
+def collated(encoded, tiny_tokenizer, encoder_config):
     samples = [sample for _, sample in encoded]
-    return [(group, collate(group, tiny_tokenizer.pad_token_id, 261, seed=3)) for group in batches_of(samples, 3)]
+    return [(group, collate(group, tiny_tokenizer.pad_token_id, 261, seed=3, config=encoder_config).prepare())
+            for group in batches_of(samples, 3)]  # fmt: skip
+
+
+def prepared(sample, tokenizer, config):
+    """One sample's batch on the CPU (the device step's output)."""
+    return collate([sample], tokenizer.pad_token_id, 261, config=config).prepare()
+
+
+def row_masks(inputs, name: str, row: int) -> list[torch.Tensor]:
+    masks, index = getattr(inputs, f"{name}_masks"), getattr(inputs, f"{name}_batch_index")
+    return list(masks[index == row])
 
 
 def test_batches_validate(collated, tiny_cfg):
@@ -91,29 +103,30 @@ def test_paired_rows_are_adjacent_and_linked(collated, tiny_tokenizer):
     assert seen == 12  # every stage-2 sample pairs its region with its [SEG]
 
 
-def test_masks_are_the_decoded_rle_on_the_sam_frame(encoded, tiny_cfg):
+def test_masks_are_the_decoded_rle_on_the_sam_frame(encoded, tiny_cfg, tiny_tokenizer, encoder_config):
     side = tiny_cfg.image_long_side
     checked = 0
     for raw, sample in encoded:
         meta = json.loads(raw["json"])
         views = [meta] + ([meta["pair"]] if meta["pair"] else [])
-        for view, row in zip(views, sample.rows):
-            for index, mask in zip(view["seg_targets"], row.seg_masks):
+        inputs = prepared(sample, tiny_tokenizer, encoder_config)
+        for row, view in enumerate(views):
+            for index, mask in zip(view["seg_targets"], row_masks(inputs, "seg", row), strict=True):
                 assert torch.equal(mask, mask_to_sam_frame(decode_rle(meta["regions"][index]["mask"]), side))
                 checked += 1
-            for index, mask in zip(view["region_inputs"], row.region_masks):
+            for index, mask in zip(view["region_inputs"], row_masks(inputs, "region", row), strict=True):
                 reference = mask_to_sam_frame(decode_rle(meta["regions"][index]["mask"]), side)
                 assert torch.equal(mask, reference) or not reference.any()  # "mask" prompts; empty -> centre pixel
                 assert mask.any()
     assert checked > 20
 
 
-def test_ignore_regions_reach_the_batch(encoded, tiny_tokenizer, tiny_cfg):
+def test_ignore_regions_reach_the_batch(encoded, tiny_tokenizer, tiny_cfg, encoder_config):
     with_ignore = [(raw, s) for raw, s in encoded if any(r["ignore"] for r in json.loads(raw["json"])["regions"])]
     assert with_ignore  # ReasonSeg marks ignore pixels
     raw, sample = with_ignore[0]
     meta = json.loads(raw["json"])
-    inputs = collate([sample], tiny_tokenizer.pad_token_id, tiny_cfg.llm.image_token_id)
+    inputs = prepared(sample, tiny_tokenizer, encoder_config)
     index = meta["seg_targets"][0]
     expected = mask_to_sam_frame(decode_rle(meta["regions"][index]["ignore"]), tiny_cfg.image_long_side)
     assert inputs.seg_ignore is not None and torch.equal(inputs.seg_ignore[0], expected)
@@ -140,13 +153,14 @@ def test_visual_prompts_derive_the_region_input(prompt, mixed_build, tiny_tokeni
     meta["visual_prompt"] = prompt
     sample = Encoder(tiny_tokenizer, encoder_config)({**raw, "json": json.dumps(meta).encode()})
     side = encoder_config.side
-    for index, mask in zip(meta["region_inputs"], sample.rows[0].region_masks):
+    masks = row_masks(prepared(sample, tiny_tokenizer, encoder_config), "region", 0)
+    for index, mask in zip(meta["region_inputs"], masks, strict=True):
         region = mask_to_sam_frame(decode_rle(meta["regions"][index]["mask"]), side)
         assert mask.any()
         if prompt == "box":
             ys, xs = mask.nonzero(as_tuple=True)
-            scale = sample.sam_size[0] / meta["image"]["height"]
-            x0, y0, x1, y1 = (v * scale for v in meta["regions"][index]["bbox"])
+            sx, sy = frame_scale(meta["image"]["height"], meta["image"]["width"], side)
+            x0, y0, x1, y1 = (v * s for v, s in zip(meta["regions"][index]["bbox"], (sx, sy, sx, sy)))
             assert xs.min() <= x0 + 1 and xs.max() >= x1 - 2 and ys.min() <= y0 + 1 and ys.max() >= y1 - 2
             assert int(mask.sum()) == (int(xs.max()) - int(xs.min()) + 1) * (int(ys.max()) - int(ys.min()) + 1)
         elif prompt == "scribble":
@@ -154,4 +168,5 @@ def test_visual_prompts_derive_the_region_input(prompt, mixed_build, tiny_tokeni
         else:
             assert (mask & region).any()  # the disc sits on a foreground pixel
     again = Encoder(tiny_tokenizer, encoder_config)({**raw, "json": json.dumps(meta).encode()})
-    assert all(torch.equal(a, b) for a, b in zip(sample.rows[0].region_masks, again.rows[0].region_masks))
+    again_masks = row_masks(prepared(again, tiny_tokenizer, encoder_config), "region", 0)
+    assert all(torch.equal(a, b) for a, b in zip(masks, again_masks, strict=True))

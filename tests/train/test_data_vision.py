@@ -89,3 +89,43 @@ def test_draft_decoding_reduces_large_jpegs_only():
     assert (a - b).abs().mean() < 0.5  # noise image: drafting only changes fine detail
     small, _ = open_image(jpeg(480, 640), 1024)
     assert small.shape == (3, 480, 640)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_transparent_pngs_are_composited_onto_white_as_the_processor_does():
+    from transformers.image_transforms import convert_to_rgb
+
+    from fclm_train.infer.requests import load_image
+
+    rng = np.random.default_rng(3)
+    rgba = Image.fromarray(rng.integers(0, 256, (24, 32, 4), dtype=np.uint8), "RGBA")
+    la = rgba.convert("LA")
+    palette = Image.fromarray(rng.integers(0, 8, (24, 32), dtype=np.uint8), "P")
+    palette.putpalette(list(range(0, 256, 32)) * 3 * 32)
+    palette.info["transparency"] = 2  # palette index 2 is see-through
+    for image in (rgba, la, palette, rgba.convert("RGB")):
+        expected = torch.from_numpy(convert_to_rgb(image, return_numpy=True)).permute(2, 0, 1)
+        decoded, size = open_image(_png(image), 1024)
+        assert size == (24, 32) and torch.equal(decoded, expected), image.mode
+        assert torch.equal(load_image(image, 1024).pixels, expected)  # fclm-infer's PIL input
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert torch.all(open_image(_png(clear), 1024)[0] == 255)  # white, not black
+    assert torch.all(load_image(np.asarray(clear), 1024).pixels == 255)  # an (H, W, 4) array input
+
+
+@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 75, "subsampling": 0}, {"progressive": True}])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_full_size_jpeg_decoding_gives_pils_pixels(options, mode):
+    """Full-size JPEGs are decoded by torchvision (no copies through PIL's tobytes): the pixels PIL gives."""
+    buffer = io.BytesIO()
+    Image.fromarray(_image(48, 80, seed=5)).convert(mode).save(buffer, format="JPEG", **options)
+    decoded, size = open_image(buffer.getvalue(), 1024)
+    expected = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    assert size == (48, 80) and np.array_equal(decoded.permute(1, 2, 0).numpy(), expected)
+    with pytest.raises(OSError):
+        open_image(buffer.getvalue()[: len(buffer.getvalue()) // 2], 1024)  # truncated: PIL's error

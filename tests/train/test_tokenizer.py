@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
+
+import jinja2
 
 from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate
 from fclm_train.data.tokenizer import FCLM_TOKENS, QWEN2_5_VL_SPECIALS, QWEN_PATTERN, offline_qwen_tokenizer
@@ -42,9 +45,42 @@ def test_chat_template_equals_whole_text_tokenisation_and_labels_assistant_turns
     ids, labels = chat.encode(turns, n_image_tokens=3)
     text = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     for turn in turns:
-        content = turn["content"].replace("<image>", "<|vision_start|>" + "<|image_pad|>" * 3 + "<|vision_end|>")
+        content = turn["content"].replace("<image>\n", "<|vision_start|>" + "<|image_pad|>" * 3 + "<|vision_end|>")
         text += f"<|im_start|>{turn['role']}\n{content.replace('<region>', '<mask><pos>')}<|im_end|>\n"
     assert ids == tok.encode(text)
     supervised = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
     assert supervised == tok.encode("A dog runs. It is [SEG].<|im_end|>Sitting.<|im_end|>")
     assert all(label in (IGNORE_INDEX, i) for i, label in zip(ids, labels))
+
+
+#: The ``chat_template`` of the released Qwen2.5-VL-3B/7B-Instruct (``chat_template.json`` on the Hub; the same
+#: text xinference's model registry and lmms-eval ship), with its JSON escapes written out.
+QWEN_CHAT_TEMPLATE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_instruct_chat_template.jinja"
+
+
+def _hf_messages(turns: list[dict]) -> list[dict]:
+    """Schema turns as a user of ``apply_chat_template`` writes them: ``<image>`` as an image item first."""
+    out = []
+    for turn in turns:
+        if turn["content"].startswith("<image>"):
+            text = turn["content"].removeprefix("<image>").removeprefix("\n")
+            out.append({"role": turn["role"], "content": [{"type": "image"}, {"type": "text", "text": text}]})
+        else:
+            out.append(turn)
+    return out
+
+
+def test_chat_template_is_the_released_qwen2_5_vl_template_token_for_token():
+    """Training rows, inference prompts and a user's ``apply_chat_template`` give the same ids."""
+    tok = offline_qwen_tokenizer()
+    chat = ChatTemplate(tok, "<mask><pos>", "You are a helpful assistant.")
+    template = jinja2.Environment().from_string(QWEN_CHAT_TEMPLATE.read_text())
+    turns = [{"role": "user", "content": "<image>\nPlease describe <region> in detail."},
+             {"role": "assistant", "content": "A brown dog, sitting. It is [SEG]."}]  # fmt: skip
+    n = 5
+    for add_generation_prompt, messages in ((False, turns), (True, turns[:1])):
+        text = template.render(messages=_hf_messages(messages), add_generation_prompt=add_generation_prompt)
+        text = text.replace("<|image_pad|>", "<|image_pad|>" * n).replace("<region>", "<mask><pos>")
+        ours = chat.prompt(messages, n) if add_generation_prompt else chat.encode(messages, n)[0]
+        assert ours == tok.encode(text), text
+    assert "<|vision_end|>Please" in template.render(messages=_hf_messages(turns))

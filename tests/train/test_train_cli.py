@@ -57,7 +57,8 @@ def test_build_then_train_then_load(data_root: Path, tmp_path: Path, tiny_tokeni
     loader = ShardLoader([resolve_shard_set(str(shards))], tokenizer, encoder, config)
     with torch.no_grad():
         for batch in itertools.islice(loader, 2):
-            assert float(trained_model(batch.inputs).loss) < float(initial(batch.inputs).loss)
+            inputs = batch.inputs.prepare()
+            assert float(trained_model(inputs).loss) < float(initial(inputs).loss)
 
 
 def test_recipes_parse_and_options_override_them():

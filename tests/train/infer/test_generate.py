@@ -17,7 +17,8 @@ def encode(predictor, queries, answers=None) -> tuple[list[Request], object]:
     for request, answer in zip(requests, answers or [None] * len(requests)):
         if answer is not None:
             request.answer_ids = list(answer)
-    inputs = collate_requests(requests, predictor.pad_id, predictor.image_id, predictor.builder.seg_token_id)
+    inputs = collate_requests(requests, predictor.pad_id, predictor.image_id, predictor.builder.seg_token_id,
+                              predictor.config).prepare()
     return requests, inputs
 
 

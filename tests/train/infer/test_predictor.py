@@ -13,8 +13,9 @@ from PIL import Image
 
 from fclm_data.masks import decode_rle
 from fclm_data.visual_prompts import interior_point
+from fclm_train.data.collate import collate
 from fclm_train.data.encode import Encoder
-from fclm_train.infer import region_from_input
+from fclm_train.infer import collate_requests, region_from_input
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +47,19 @@ def test_describe_draws_the_region_and_prompt_the_trainer_draws(predictor, token
         user = region["bbox"] if kind == "box" else region["points"][0]
     question = meta["conversations"][0]["content"]  # the DLC question the sample was built with
     request = predictor.builder.build(predictor.query(data, question, [user]))
-    assert torch.equal(request.region_masks[0], trained.rows[0].region_masks[0])
-    full_mask = trained.rows[1].seg_masks[0]  # the DL-RES row's target: the region's own mask
-    assert torch.equal(request.region_masks[0], full_mask) == (kind == "mask")
+    asked = collate_requests([request], predictor.pad_id, predictor.image_id, predictor.builder.seg_token_id,
+                             predictor.config).prepare()  # fmt: skip
+    taught = collate([trained], predictor.pad_id, predictor.image_id, config=predictor.config).prepare()
+    assert torch.equal(asked.region_masks[0], taught.region_masks[0])
+    full_mask = taught.seg_masks[0]  # the DL-RES row's target: the region's own mask
+    assert torch.equal(asked.region_masks[0], full_mask) == (kind == "mask")
     # the prompt is the training sequence up to the answer; the pixels are the training pixels
     assert request.prompt_ids == trained.rows[0].input_ids[: len(request.prompt_ids)]
     assert tokenizer.decode(trained.rows[0].input_ids[len(request.prompt_ids):]).startswith(
         meta["conversations"][1]["content"])
-    assert torch.equal(request.pixel_values, trained.pixel_values) and torch.equal(request.sam_image, trained.sam_image)
+    n = int(asked.image_grid_thw[0].prod())
+    assert torch.equal(asked.pixel_values, taught.pixel_values[:n]) and torch.equal(asked.sam_images[0],
+                                                                                    taught.sam_images[0])
 
 
 def test_segment_returns_one_mask_per_seg_at_the_original_size(predictor, image, script):
