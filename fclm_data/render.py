@@ -63,7 +63,8 @@ def prompt_masks(sample: dict, indices: list[int]) -> tuple[dict[int, np.ndarray
     side = EncoderConfig().side
     height, width = sample["image"]["height"], sample["image"]["width"]
     frame_h, frame_w = long_side_size(height, width, side)
-    masks = RegionMasks(sample, side, frame_h / height)  # what Encoder._with_pixels passes
+    meta = {**sample, "visual_prompt": sample.get("visual_prompt", "mask")}  # fclm-infer's overlays carry none
+    masks = RegionMasks(meta, side, frame_h / height)  # what Encoder._with_pixels passes
     return {i: masks.prompt(i)[:frame_h, :frame_w].numpy() for i in indices}, None
 
 
