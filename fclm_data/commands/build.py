@@ -197,7 +197,7 @@ def _dry_run(plan, options, as_json: bool) -> None:
         return
     table = Table(title=f"plan {plan.recipe.name}: {len(plan.samples):,} samples in {len(plan.shards())} shard(s)")
     for column in ("source", "requested", "available", "taken", "repeats", "rejected", "missing on disk"):
-        table.add_column(column, justify="left" if column in ("source", "missing on disk") else "right")
+        table.add_column(column, justify="left" if column in ("source", "missing on disk") else "right", no_wrap=column == "source")
     for r in rows:
         requested = "all" if r["requested"] is None else f"{r['requested']:,}"
         table.add_row(r["source"], requested, f"{r['available']:,}", f"{r['taken']:,}", str(r["repeats"]),

@@ -37,7 +37,7 @@ def leakage(
         title=f"{train.name} vs {', '.join(r.name for r in evals)}: training images found in evaluation splits"
     )
     for column in ("source", "units", "leaking units", "images", "by", "eval entries", "examples"):
-        table.add_column(column, justify="right" if column in ("units", "leaking units", "images") else "left")
+        table.add_column(column, justify="right" if column in ("units", "leaking units", "images") else "left", no_wrap=column == "source")
     for row in report:
         table.add_row(
             row["entry"], f"{row['units']:,}", f"{row['leaking_units']:,}", f"{row['leaking_images']:,}",

@@ -59,7 +59,7 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         title=f"{manifest['recipe']['name']}: {manifest['totals']['written']:,} samples in {manifest['totals']['shards']} shard(s)"
     )
     for column in ("source", "records", "available", "selected", "written", "rejected", "top reasons"):
-        table.add_column(column, justify="left" if column in ("source", "top reasons") else "right")
+        table.add_column(column, justify="left" if column in ("source", "top reasons") else "right", no_wrap=column == "source")
     for name, s in manifest["sources"].items():
         reasons = sorted(s["reject_reasons"].items(), key=lambda kv: -kv[1])[:3]
         table.add_row(
