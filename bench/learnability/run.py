@@ -44,7 +44,14 @@ import torch
 
 from .attributes import SCORED, attribute_hits
 from .experiments import (
-    ARCHITECTURES, CONSISTENCY, EXPERIMENTS, directions, format_directions, format_summary, stage1_runs, summarize,
+    ARCHITECTURES,
+    CONSISTENCY,
+    EXPERIMENTS,
+    directions,
+    format_directions,
+    format_summary,
+    stage1_runs,
+    summarize,
 )  # fmt: skip
 from .generate import Difficulty, SplitSize, generate_split
 

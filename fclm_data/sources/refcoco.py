@@ -28,8 +28,8 @@ from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
-from fclm_data.sources.pairing import as_view, paired, region_to_text_view
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.pairing import as_view, paired, region_to_text_view
 from fclm_data.templates import pick, res_question, with_image
 
 
