@@ -52,7 +52,8 @@ class FCLMOutput:
     seg_logits: torch.Tensor | None = None  #: (K', 4g, 4g) their low-res mask logits
     recon_index: torch.Tensor | None = None  #: (R',) regions that were reconstructed
     recon_logits: torch.Tensor | None = None  #: (R', 4g, 4g)
-    skipped: tuple[str, ...] = ()  #: terms not computed because constant for the trainable set (they read 0)
+    #: terms not computed (they read 0): weight 0, source "off", or constant for the trainable set
+    skipped: tuple[str, ...] = ()
 
 
 class FCLMModel(nn.Module):
