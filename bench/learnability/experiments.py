@@ -80,6 +80,8 @@ DIRECTIONS: tuple[tuple[str, str, str], ...] = (
 METRICS = {"dlres_ciou": "DL-RES cIoU", "dlres_giou": "DL-RES gIoU", "dlc_attribute_accuracy": "DLC attr. acc.",
            "res_ciou": "RES cIoU", "roc_accuracy": "ROC acc."}  # fmt: skip
 DIRECTION_METRICS = ("dlres_ciou", "dlres_giou", "dlc_attribute_accuracy")
+#: training-loss parts shown beside the metrics (last logged step)
+LOSS_PARTS = ("lm_loss", "mask_loss")
 
 
 def stage1_runs(names: list[str]) -> list[tuple[str, str]]:
@@ -103,6 +105,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[metric] for r in group if r.get(metric) is not None]
             entry[metric] = _mean_sd(values) if values else None
         entry["train_s"] = statistics.fmean(r["train_s"] for r in group)
+        for part in LOSS_PARTS:  # the last logged training step (one batch: noisy, but it moves before metrics do)
+            values = [r["final_loss"][part] for r in group if part in r.get("final_loss", {})]
+            entry[f"last_{part}"] = _mean_sd(values) if values else None
         out.append(entry)
     return sorted(out, key=lambda e: (e["stage"], list(EXPERIMENTS).index(e["experiment"])
                                       if e["experiment"] in EXPERIMENTS else 99, e["experiment"]))  # fmt: skip
@@ -133,18 +138,27 @@ def _cell(value: tuple[float, float | None] | None) -> str:
     return f"{100 * mean:.1f}" + ("" if sd is None else f" ± {100 * sd:.1f}")
 
 
+def _loss_cell(value: tuple[float, float | None] | None) -> str:
+    if value is None:
+        return "n/a"
+    mean, sd = value
+    return f"{mean:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
 def format_summary(summary: list[dict[str, Any]]) -> str:
     """The README table: one line per (stage, experiment), metrics x100, mean ± sd over seeds."""
-    lines = ["| stage | experiment | reproduces | seeds | " + " | ".join(METRICS.values()) + " | train s |",
-             "|---:|---|---|---|" + "---:|" * len(METRICS) + "---:|"]  # fmt: skip
+    lines = ["| stage | experiment | reproduces | seeds | " + " | ".join(METRICS.values())
+             + " | last LM loss | last mask loss | train s |",
+             "|---:|---|---|---|" + "---:|" * (len(METRICS) + 3)]  # fmt: skip
     for e in summary:
         paper = EXPERIMENTS[e["experiment"]].paper if e["experiment"] in EXPERIMENTS else ""
         if e["stage"] == 1:
             paper = {"on": "stage 1 with consistency", "off": "stage 1 without consistency"}.get(
                 e["experiment"].rsplit("-", 1)[-1], paper)
         cells = " | ".join(_cell(e[m]) for m in METRICS)
+        losses = " | ".join(_loss_cell(e.get(f"last_{part}")) for part in LOSS_PARTS)
         seeds = ",".join(str(s) for s in e["seeds"])
-        lines.append(f"| {e['stage']} | {e['experiment']} | {paper} | {seeds} | {cells} | {e['train_s']:.0f} |")
+        lines.append(f"| {e['stage']} | {e['experiment']} | {paper} | {seeds} | {cells} | {losses} | {e['train_s']:.0f} |")
     return "\n".join(lines)
 
 

@@ -311,7 +311,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--reduced", action="store_true", help="The reduced-step version (labelled so).")
     mode.add_argument("--smoke", action="store_true", help="A few steps on a few scenes (tests).")
+    mode.add_argument("--summarize", action="store_true", help="Only rewrite the tables from OUT/results.json.")
     args = parser.parse_args(argv)
+    if args.summarize:  # every finished run under OUT, also those of a seed still running
+        results = json.loads((args.out / "results.json").read_text())
+        rows = [json.loads(f.read_text()) for f in sorted(args.out.glob("seed*/stage*/*/eval.json"))]
+        rows = [r for r in rows if r.get("dlres_ciou") is not None]
+        results.update(rows=rows, seeds=sorted({r["seed"] for r in rows}), summary=summarize(rows),
+                       directions=directions(rows))  # fmt: skip
+        (args.out / "summary.md").write_text(format_report(results) + "\n")
+        print(format_report(results))
+        return results
     seeds = args.seeds or list(VALIDATION_SEEDS if args.validation else REPORTED_SEEDS)
     mixed = sorted(set(seeds) & set(VALIDATION_SEEDS))
     if mixed and not args.validation:
