@@ -238,3 +238,25 @@ def res_question(template: str, expression: str) -> str:
 
 assert all(q.count(REGION_TOKEN) == 1 for q in DLC_QUESTIONS)
 assert all(a.count(SEG_TOKEN) == 1 for a in DLRES_ANSWERS)
+
+# ==== Paired views for grounding sources (consistency learning; the ``pair`` source option) ==========
+# A grounding sample asked for ``pair`` gets a region-in / text-out view beside its text-in / [SEG]-out view
+# (fclm_data/sources/pairing.py). Detailed descriptions (Pix2Cap, Osprey) use Table 12 both ways
+# ("dlc_question", "dlres_question" / "dlres_answer"); short texts use the tables below.
+# ==================================================================================================
+#: Referring expression generation (RefCOCO/+/g expressions, GCG phrases): region -> distinguishing text.
+#: (1) REF-VLM's REG template (REF-VLM supplement, task-template table: "For the given image <image>, can you
+#: provide a unique description of the area <mask>?"; our <image> opens the turn, the visual prompt is <region>);
+#: (2)-(4) Griffon v2's REG example prompts (arXiv 2403.09333, "Example prompts chosen from the instruction set",
+#: REG rows), "<image>" dropped the same way.
+REG_QUESTIONS = (
+    "For the given image, can you provide a unique description of the area <region>?",
+    "Please generate a distinguishing description for the region <region> in the image.",
+    "Describe the area <region> in a unique way, given the picture.",
+    "Create a one-of-a-kind description for the region <region> found in the picture.",
+)
+#: The text-in / [SEG]-out view of a short name (PACO part and object names): LISA's short questions
+#: (``res_question``) with LISA's answers (``res_answer``); no new table.
+TABLES["reg_question"] = REG_QUESTIONS
+assert all(q.count(REGION_TOKEN) == 1 for q in REG_QUESTIONS)
+# ==== end of paired views ==========================================================================

@@ -55,6 +55,7 @@ from fclm_data.masks import merge_rles, nonempty_region_mask, segmentation_to_rl
 from fclm_data.schema import IMAGE_TOKEN, REGION_TOKEN, SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
+from fclm_data.sources.pairing import as_view, paired, region_to_text_view
 from fclm_data.templates import GCG_PHRASE, pick, with_image
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -172,6 +173,9 @@ class GcgSource(Source):
     split: str = "train"
     ann_file: str = ""  #: annotation file under the data root; ``{split}`` is filled in
     image_dir: str = ""  #: image folder under the data root; ``{split}`` is filled in
+    #: write a consistency pair (``pairing.py``): the conversation asks for each grounded phrase's region
+    #: (``<region>`` -> phrase, REG prompts) and ``pair`` is the GCG conversation ([SEG] per phrase); default off
+    pair: bool = False
     task: ClassVar[str] = "gcg"
 
     @property
@@ -226,6 +230,10 @@ class GcgSource(Source):
             seg_targets=list(range(len(tagged))),
             templates=[qid],
         )
+        if self.pair:
+            items = [(k, caption[start:end]) for k, (start, end) in enumerate(tagged)]
+            main, reg_templates = region_to_text_view(items, "expression", options.seed, key)
+            sample = paired(sample, main, as_view(sample), [qid] + reg_templates)
         index_drops = [(record, Reject(code, detail, self.ann_path)) for record, code, detail in p["drops"]]
         return Built(sample, image, index_drops + dropped if repeat == 0 else [])
 

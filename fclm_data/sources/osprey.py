@@ -43,6 +43,7 @@ from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.sources.osprey_tags import CANONICAL_TAG, render_inline, render_listed, repair_tags
+from fclm_data.sources.pairing import as_view, paired, text_to_seg_view
 from fclm_data.templates import SHORT_ANSWER_SUFFIX, pick, template_text, with_image
 
 _ROLES = {"human": "user", "gpt": "assistant"}
@@ -283,6 +284,9 @@ class OspreyDetailSource(_OspreySource):
     """``description: ["<regionN>: text", ...]``: one turn pair per kept description."""
 
     multi_region: str = "drop"  #: a description naming several regions: "drop" it or "keep" it
+    #: write, as ``pair``, Table 12's DL-RES view of every description (description -> [SEG] of its region), so
+    #: the sample is a DLC + DL-RES consistency pair as Describe-Anything's are (``pairing.py``); default off
+    pair: bool = False
     task = "detailed_description"
 
     def _payload(self, record: dict, meta: dict, name: str, result: IndexResult) -> dict | None:
@@ -334,6 +338,11 @@ class OspreyDetailSource(_OspreySource):
         turns, order, region_inputs = render_inline(raw_turns)
         regions = [usable[i] for i in order]
         sample = self._sample(p, key, repeat, image, order, regions, turns, region_inputs, templates, options)
+        if self.pair:
+            answers = [t.content for t in sample.conversations if t.role == "assistant"]
+            seg_view, dlres_templates = text_to_seg_view(list(zip(sample.region_inputs, answers)), "description",
+                                                         options.seed, key)  # fmt: skip
+            sample = paired(sample, as_view(sample), seg_view, templates + dlres_templates)
         return Built(sample, image, dropped)
 
 

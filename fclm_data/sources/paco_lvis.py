@@ -43,6 +43,7 @@ from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
 from fclm_data.sources.osprey import coco_image_candidates, coco_image_id
+from fclm_data.sources.pairing import as_view, paired, text_to_seg_view
 from fclm_data.sources.visual_genome import id_order, key_safe
 from fclm_data.templates import ROC_QUESTIONS, pick, with_image
 
@@ -144,6 +145,10 @@ class PacoLvisSource(_RocSource):
     unit: str = "image"  #: "image": up to max_regions regions per sample | "region": one per annotation
     max_regions: int = 3
     include_parts: bool = True  #: False keeps only the 75 object categories
+    #: write, as ``pair``, a RES view (LISA's questions, the rendered name -> [SEG]) of every region whose name
+    #: is unique among the image's annotations (a name shared by two objects would not say which to segment);
+    #: a sample with no such region stays unpaired. Default off (``pairing.py``).
+    pair: bool = False
 
     @property
     def ann_file(self) -> str:
@@ -182,6 +187,9 @@ class PacoLvisSource(_RocSource):
                 per_image[ann["image_id"]].append(entry)
         for image_id in sorted(per_image, key=id_order):
             meta = {**images[image_id], "record": f"image {image_id}", "image_id": str(image_id)}
+            if self.pair:  # which names the image holds once (only then: the default payload is unchanged)
+                names_here = [e["name"] for e in per_image[image_id]]
+                meta["unique_names"] = sorted(n for n in set(names_here) if names_here.count(n) == 1)
             entries = sorted(per_image[image_id], key=lambda e: id_order(e["ann_id"]))
             groups = [entries] if self.unit == "image" else [[e] for e in entries]
             for group in groups:
@@ -197,7 +205,15 @@ class PacoLvisSource(_RocSource):
             self.max_regions = 1  # a region unit holds exactly one annotation
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
-        return self._build(unit.payload, key, repeat, options, self.ann_file)
+        built = self._build(unit.payload, key, repeat, options, self.ann_file)
+        if self.pair:
+            sample, unique = built.sample, set(unit.payload["unique_names"])
+            items = [(i, render_label(sample.regions[i].label, "natural")) for i in sample.region_inputs
+                     if sample.regions[i].label in unique]  # fmt: skip
+            if items:
+                seg_view, res_templates = text_to_seg_view(items, "expression", options.seed, key)
+                built.sample = paired(sample, as_view(sample), seg_view, sample.templates + res_templates)
+        return built
 
 
 def _paco_image(meta: dict) -> dict:

@@ -24,6 +24,9 @@ Decisions (documented choices):
   Crowd segments (``iscrowd``) are kept like any described segment; ``bbox``/``area`` are not read
   (boxes come from the masks). A third-party loader keeps only descriptions longer than 5
   characters; we follow the official registration instead.
+* ``pair: true`` (default off): a consistency pair (``fclm_data/sources/pairing.py``): the conversation
+  asks Table 12's DLC question for each chosen segment (``<region>`` -> its description) and ``pair`` is the
+  DL-RES conversation above, region for region.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
+from fclm_data.sources.pairing import as_view, paired, region_to_text_view
 from fclm_data.templates import dlres_query, pick, with_image
 
 
@@ -57,6 +61,8 @@ class Pix2CapSource(Source):
     max_regions: int = 5
     #: pix2cap's train filter: an image with a shorter (or empty) description is dropped
     min_description_chars: int = 3
+    #: write the DLC view with the DL-RES view as its ``pair`` (consistency learning on grounding data)
+    pair: bool = False
     task = "region_seg_caption"
 
     def _path(self, template: str) -> str:
@@ -188,6 +194,10 @@ class Pix2CapSource(Source):
             seg_targets=list(range(len(regions))),
             templates=templates,
         )
+        if self.pair:
+            items = [(i, region.caption) for i, region in enumerate(regions)]
+            main, dlc_templates = region_to_text_view(items, "description", options.seed, key)
+            sample = paired(sample, main, as_view(sample), templates + dlc_templates)
         return Built(sample, image, dropped)
 
     def _panoptic_ids(self, png: str, height: int, width: int) -> np.ndarray:

@@ -10,6 +10,9 @@ images from COCO train2014 (``coco/train2014``) for every split.
 * Train: one sample per image with up to ``max_expressions`` of its (ref, sentence) pairs, one
   ``[SEG]`` each (LISA/FCLM count images: Table 7's 55,885 = 16,994 + 16,992 + 21,899 train images).
 * Val/test splits: one sample per expression, for evaluation.
+* ``pair: true`` (default off): the sample becomes a consistency pair (``fclm_data/sources/pairing.py``):
+  its conversation asks for each chosen region's expression (REG: ``<region>`` -> expression) and ``pair``
+  is the RES conversation above (expression -> ``[SEG]``), region for region.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
+from fclm_data.sources.pairing import as_view, paired, region_to_text_view
 from fclm_data.templates import pick, res_question, with_image
 
 
@@ -39,6 +43,8 @@ class RefCocoSource(Source):
     image_dir: str = "coco/train2014"
     #: (ref, sentence) pairs per training sample; FCLM samples up to 5 objects per segmentation sample
     max_expressions: int = 5
+    #: write the REG view with the RES view as its ``pair`` (consistency on grounding data, Table 11)
+    pair: bool = False
     task = "res"
 
     @property
@@ -149,7 +155,12 @@ class RefCocoSource(Source):
             seg_targets=seg_targets,
             templates=templates,
         )
-        return Built(_drop_unused_regions(sample), image, dropped)
+        sample = _drop_unused_regions(sample)
+        if self.pair:
+            items = [(region, sent) for region, (_, _, sent) in zip(sample.seg_targets, chosen)]
+            main, reg_templates = region_to_text_view(items, "expression", options.seed, key)
+            sample = paired(sample, main, as_view(sample), sample.templates + reg_templates)
+        return Built(sample, image, dropped)
 
     def _regions(self, refs: list[dict], height: int, width: int):
         regions, region_of_ref, dropped = [], {}, []

@@ -85,8 +85,9 @@ def build_fclm(
         weights=loss,
         dice_eps=loss.dice_eps, latent_kind=loss.latent_kind, latent_space=loss.latent_space,
         latent_pos_source=loss.latent_pos_source, latent_detach_pos=loss.latent_detach_pos,
-        self_recon_source=loss.self_recon_source, consistency_token=loss.consistency_token,
-        stage_groups=dict(cfg.stage_groups), uniform_graph=cfg.uniform_graph,
+        self_recon_source=dict(loss.self_recon_source), consistency_token=loss.consistency_token,
+        stage_groups=dict(cfg.stage_groups), skip_constant_terms=loss.skip_constant_terms,
+        uniform_graph=cfg.uniform_graph,
     )  # fmt: skip
     model.to(dtype)
     if sam_path is not None:

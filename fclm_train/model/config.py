@@ -135,13 +135,37 @@ class LossConfig:
     #: "prompt": both after the shared [SEG] projection, in SAM's 256-d prompt space.
     latent_space: Literal["llm", "prompt"] = "llm"
     #: T_pos for the latent loss. "extractor": the extractor's <pos> output; with the extractor frozen in stage
-    #: 2 it is the fixed pseudo-label the paper describes. "llm_hidden": the LLM's hidden state at <pos>.
+    #: 2 it is the fixed pseudo-label the paper describes ("unstable pseudo-labels" when it trains). In both
+    #: stages the loss then trains the LLM through T_seg. "llm_hidden": the LLM's hidden state at <pos>.
     latent_pos_source: Literal["extractor", "llm_hidden"] = "extractor"
     latent_detach_pos: bool = True  # ours: T_pos is a target; gradient flows into T_seg only
-    #: T_pos for self-reconstruction (Eq. 4): "extractor" trains the position branch to encode the shape.
-    self_recon_source: Literal["extractor", "llm_hidden"] = "extractor"
+    #: T_pos for self-reconstruction (Eq. 4, L_self = L_seg(F_dec(T_pos), M)), per stage (a single string in a
+    #: recipe applies to every stage). Stage 1 "extractor": Eq. 4 read literally, the visual-prompt embedding
+    #: decoded back into its mask trains the position branch (and projection + decoder) to encode the region.
+    #: Stage 2 "llm_hidden" (ours; the paper freezes extractor and decoder there and tunes "the targeted
+    #: modules"): the extractor's <pos> through the frozen projection and decoder would be a constant loss, so
+    #: the LLM's hidden state at <pos> is decoded instead, which trains the LLM to carry a decodable region at
+    #: the visual prompt, the same decoder reading both <pos> and [SEG]. Alternatives: "extractor" in stage 2
+    #: together with ``stage_groups[2]`` containing "mask_decoder" (the decoder projection trains too; with the
+    #: LLM alone it is skipped as constant), or "off" (the reading "stage 2 adds the latent loss" only).
+    self_recon_source: dict[int, Literal["extractor", "llm_hidden", "off"]] = field(
+        default_factory=lambda: {1: "extractor", 2: "llm_hidden"}
+    )
     #: which extractor token plays T_pos in both consistency losses (paper: <pos>; <mask> is its ablation).
     consistency_token: Literal["pos", "mask"] = "pos"
+    #: ours: a term whose gradient reaches no trainable parameter (e.g. stage 2 self-reconstruction from the
+    #: frozen extractor) is not computed and reads 0 (listed in ``FCLMOutput.skipped``). Only while training:
+    #: under ``torch.no_grad`` or with nothing trainable every term is computed (evaluation losses).
+    skip_constant_terms: bool = True
+
+    def __post_init__(self) -> None:
+        source = self.self_recon_source
+        if isinstance(source, str):  # one source for every stage
+            source = {1: source, 2: source}
+        self.self_recon_source = {int(stage): value for stage, value in source.items()}  # JSON keys are strings
+        bad = {v for v in self.self_recon_source.values()} - {"extractor", "llm_hidden", "off"}
+        if bad:
+            raise ValueError(f"loss.self_recon_source: unknown {sorted(bad)}; choose extractor, llm_hidden or off")
 
 
 def _default_stage_groups() -> dict[int, tuple[str, ...]]:

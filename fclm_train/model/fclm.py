@@ -10,6 +10,10 @@
 5. one SAM decoder call per image over its [SEG] prompts and reconstructed ``<pos>`` prompts; BCE + Dice;
 6. the latent loss between paired [SEG] / ``<pos>`` vectors; the weighted total.
 
+While training, a term whose gradient can reach no trainable parameter is not computed (``active_terms``):
+e.g. in stage 2 (LLM only) self-reconstruction from the frozen extractor's ``<pos>`` through the frozen
+decoder would be a constant. Which vector is reconstructed depends on the stage (``self_recon_source``).
+
 Nothing is cached on the module between calls.
 """
 
@@ -49,6 +53,8 @@ class FCLMOutput:
     seg_logits: torch.Tensor | None = None  #: (K', 4g, 4g) their low-res mask logits
     recon_index: torch.Tensor | None = None  #: (R',) regions that were reconstructed
     recon_logits: torch.Tensor | None = None  #: (R', 4g, 4g)
+    #: terms not computed (they read 0): weight 0, source "off", or constant for the trainable set
+    skipped: tuple[str, ...] = ()
 
 
 class FCLMModel(nn.Module):
@@ -63,8 +69,8 @@ class FCLMModel(nn.Module):
         frame_side: int, local_features: str, crop_size: int, crop_expand: float, crop_min_size: int,
         hidden_source: str, max_objects_per_sample: int, object_seed: int, weights: LossConfig, dice_eps: float,
         latent_kind: str, latent_space: str, latent_pos_source: str, latent_detach_pos: bool,
-        self_recon_source: str, consistency_token: str, stage_groups: dict[int, tuple[str, ...]],
-        uniform_graph: bool = False, validate_inputs: bool = True,
+        self_recon_source: dict[int, str], consistency_token: str, stage_groups: dict[int, tuple[str, ...]],
+        skip_constant_terms: bool = True, uniform_graph: bool = False, validate_inputs: bool = True,
     ) -> None:  # fmt: skip
         super().__init__()
         self.qwen, self.sam_encoder = qwen, sam_encoder
@@ -79,6 +85,8 @@ class FCLMModel(nn.Module):
         self.latent_pos_source, self.latent_detach_pos = latent_pos_source, latent_detach_pos
         self.self_recon_source, self.consistency_token = self_recon_source, consistency_token
         self.stage_groups, self.uniform_graph, self.validate_inputs = stage_groups, uniform_graph, validate_inputs
+        self.skip_constant_terms = skip_constant_terms
+        self.stage = min(stage_groups)  #: set by ``set_stage``; picks the stage's self-reconstruction source
 
     # ----------------------------------------------------------------------------------------- parameters
     def all_parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -100,6 +108,7 @@ class FCLMModel(nn.Module):
     def set_stage(self, stage: int) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Set ``requires_grad`` so that exactly ``parameter_groups(stage)`` trains; returns those groups."""
         groups = self.parameter_groups(stage)
+        self.stage = stage
         self.requires_grad_(False)
         for named in groups.values():
             for _, param in named:
@@ -112,7 +121,8 @@ class FCLMModel(nn.Module):
         region_ids = self.region_token_ids
         if self.validate_inputs:
             inputs.validate(ids.image, region_ids, ids.seg)
-        seg_sel, recon_sel = self._choose_objects(inputs)
+        active = self.active_terms()
+        seg_sel, recon_sel = self._choose_objects(inputs, active)
         embeddings = self._sam_embeddings(inputs, seg_sel, recon_sel)
         image_features, maps = qwen_image_features(self.qwen.model, inputs.pixel_values, inputs.image_grid_thw)
         tokens, extractor_dummy = self._region_tokens(inputs, maps, embeddings)
@@ -123,13 +133,17 @@ class FCLMModel(nn.Module):
                                    inputs.image_grid_thw, inputs.mm_token_type_ids, image_features)  # fmt: skip
         is_region = torch.isin(inputs.input_ids, torch.tensor(region_ids, device=hidden.device))
         labels = inputs.labels.masked_fill(is_region, -100)  # never an LM target, whatever the collate says
-        lm_loss, n_tokens = language_model_loss(hidden, labels, self.qwen.lm_head)
+        if active["lm"]:
+            lm_loss, n_tokens = language_model_loss(hidden, labels, self.qwen.lm_head)
+        else:
+            lm_loss, n_tokens = hidden.new_zeros((), dtype=torch.float32), int((labels[:, 1:] != -100).sum())
 
         seg_hidden = self._token_hidden(hidden, inputs.input_ids, ids.seg, self.seg_offset)  # (K, D)
         mask_parts, recon_parts, decoded, decoder_dummy = self._decode(
             inputs, seg_hidden, tokens, hidden, seg_sel, recon_sel, embeddings
         )
-        latent = self._latent(inputs, seg_hidden, tokens, hidden)
+        latent = (self._latent(inputs, seg_hidden, tokens, hidden) if active["latent"]
+                  else hidden.new_zeros((), dtype=torch.float32))
         w = self.weights
         total = w.ce_weight * lm_loss + mask_parts[2] + w.self_recon_weight * recon_parts[2] + w.latent_weight * latent
         total = total + extractor_dummy + decoder_dummy
@@ -137,8 +151,54 @@ class FCLMModel(nn.Module):
             loss=total, lm_loss=lm_loss, mask_bce=mask_parts[0], mask_dice=mask_parts[1], mask_loss=mask_parts[2],
             recon_bce=recon_parts[0], recon_dice=recon_parts[1], recon_loss=recon_parts[2], latent_loss=latent,
             num_lm_tokens=n_tokens, seg_index=seg_sel, seg_logits=decoded[0], recon_index=recon_sel,
-            recon_logits=decoded[1],
+            recon_logits=decoded[1], skipped=tuple(name for name, on in active.items() if not on),
         )  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------- loss terms
+    @property
+    def recon_source(self) -> str:
+        """The current stage's self-reconstruction source (extractor, llm_hidden or off)."""
+        return self.self_recon_source.get(self.stage, "off")
+
+    def active_terms(self) -> dict[str, bool]:
+        """Which loss terms the next forward computes: lm, mask, recon, latent.
+
+        A term is off when its weight is 0 (or its source "off") and, while training with
+        ``skip_constant_terms``, when no trainable parameter lies upstream of it. The upstream sets follow the
+        forward's data flow: the LLM hidden states depend on the LLM, the Qwen ViT and every extractor
+        parameter; the extractor's ``<pos>`` on the position branch; its ``<mask>`` on the semantic branch (and
+        the ViT through semantic guidance); decoded masks on the projection and decoder as well.
+        """
+        w = self.weights
+        on = {"lm": True, "mask": bool(w.bce_weight or w.dice_weight), "recon": bool(w.self_recon_weight) and self.recon_source != "off",
+              "latent": bool(w.latent_weight)}  # fmt: skip
+        if not self.skip_constant_terms or not torch.is_grad_enabled() or not _trains(self.parameters()):
+            return on
+        hidden, decoder = self._hidden_trainable(), _trains(p for _, p in self.mask_decoder.trainable_named_parameters())
+        projection = _trains(self.mask_decoder.projection.parameters())
+        recon_vector = hidden if self.recon_source == "llm_hidden" else self._token_trainable(self.consistency_token)
+        latent_pos = hidden if self.latent_pos_source == "llm_hidden" else self._token_trainable(self.consistency_token)
+        reaches = {
+            "lm": hidden,
+            "mask": hidden or decoder,
+            "recon": recon_vector or decoder,
+            "latent": hidden or (self.latent_space == "prompt" and projection)
+            or (not self.latent_detach_pos and latent_pos),
+        }  # fmt: skip
+        return {name: on[name] and reaches[name] for name in on}
+
+    def _hidden_trainable(self) -> bool:
+        return _trains(p for _, p in language_parameters(self.qwen)) or _trains(self.qwen.model.visual.parameters()) \
+            or _trains(self.region_extractor.parameters())
+
+    def _token_trainable(self, token: str) -> bool:
+        """Whether the extractor's ``<pos>`` / ``<mask>`` output depends on a trainable parameter."""
+        rx = self.region_extractor
+        if token == "pos":
+            return rx.position is not None and _trains(rx.position.parameters())
+        semantic = (p for n, p in rx.named_parameters() if not n.startswith("position."))
+        guided = rx.semantic_guidance is not None and _trains(self.qwen.model.visual.parameters())
+        return rx.use_mask_token and (_trains(semantic) or guided)
 
     # ----------------------------------------------------------------------------------------- inference
     def prompt_embeddings(self, inputs: FCLMInputs):
@@ -175,13 +235,12 @@ class FCLMModel(nn.Module):
         return tuple(t for t, on in ((ids.mask, self.region_extractor.use_mask_token),
                                      (ids.pos, self.region_extractor.use_pos_token)) if on)  # fmt: skip
 
-    def _choose_objects(self, inputs: FCLMInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def _choose_objects(self, inputs: FCLMInputs, active: dict[str, bool]) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded choice of <= max_objects [SEG] targets and regions per row (paper §S1.1: five)."""
         generator = torch.Generator().manual_seed(self.object_seed * 1_000_003 + int(inputs.seed))
         empty = torch.zeros(0, dtype=torch.long)
-        w = self.weights
-        seg = _sample_per_row(inputs.seg_batch_index, self.max_objects, generator) if w.bce_weight or w.dice_weight else empty
-        recon = _sample_per_row(inputs.region_batch_index, self.max_objects, generator) if w.self_recon_weight else empty
+        seg = _sample_per_row(inputs.seg_batch_index, self.max_objects, generator) if active["mask"] else empty
+        recon = _sample_per_row(inputs.region_batch_index, self.max_objects, generator) if active["recon"] else empty
         return seg.to(inputs.input_ids.device), recon.to(inputs.input_ids.device)
 
     def _sam_embeddings(self, inputs: FCLMInputs, seg_sel: torch.Tensor, recon_sel: torch.Tensor):
@@ -247,7 +306,8 @@ class FCLMModel(nn.Module):
         Returns ``(mask_parts, recon_parts, (seg_logits, recon_logits), dummy)``; ``dummy`` is a zero that keeps
         projection and decoder in the graph when ``uniform_graph`` and nothing is decoded.
         """
-        recon_vectors = self._consistency_vectors(tokens, hidden, inputs.input_ids, self.self_recon_source)
+        source = self.recon_source
+        recon_vectors = None if source == "off" else self._consistency_vectors(tokens, hidden, inputs.input_ids, source)
         if recon_vectors is None:
             recon_sel = recon_sel[:0]
         queries = [seg_hidden[seg_sel]] + ([recon_vectors[recon_sel].to(hidden.dtype)] if recon_sel.numel() else [])
@@ -291,6 +351,10 @@ class FCLMModel(nn.Module):
         if self.latent_detach_pos:
             t_pos = t_pos.detach()
         return latent_loss(t_seg, t_pos, self.latent_kind)
+
+
+def _trains(params) -> bool:
+    return any(p.requires_grad for p in params)
 
 
 def _sample_per_row(batch_index: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -72,15 +73,51 @@ def test_difficulty_controls_the_scenes(tmp_path):
     assert sum(len(s.objects) == 3 for s in scenes) > 10  # placement may fail, but mostly three
 
 
-def test_smoke_run_of_the_whole_path(tmp_path, capsys):
+def test_smoke_run_of_stage_one_then_stage_two(tmp_path, capsys):
     from bench.learnability.run import main
 
-    rows = main(["--out", str(tmp_path), "--smoke"])
-    assert [r["variant"] for r in rows] == ["consistency", "no_consistency"]
-    for row in rows:
+    args = ["--out", str(tmp_path), "--smoke", "--experiments", "full", "stage2_off", "--seeds", "7"]
+    results = main(args)
+    rows = {(r["stage"], r["experiment"]): r for r in results["rows"]}
+    assert set(rows) == {(1, "both-on"), (2, "full"), (2, "stage2_off")}  # one stage-1 run serves both
+    for row in rows.values():
         for key in ("dlres_ciou", "dlc_attribute_accuracy", "roc_accuracy"):
             assert 0.0 <= row[key] <= 1.0
-        assert row["dlres_n"] > 0 and row["dlc_roc_n"] > 0 and row["train_s"] > 0
-    assert rows[1]["final_loss"]["recon_loss"] == 0.0 < rows[0]["final_loss"]["recon_loss"]  # the ablation is real
-    assert (tmp_path / "results.json").exists()
-    assert "| consistency |" in capsys.readouterr().out
+        assert row["dlres_n"] > 0 and row["dlc_roc_n"] > 0 and row["seed"] == 7
+    # stage 2 really starts from stage 1 and really switches the consistency terms off
+    full, off = rows[(2, "full")]["final_loss"], rows[(2, "stage2_off")]["final_loss"]
+    assert off["recon_loss"] == off["latent_loss"] == 0.0 < full["recon_loss"]
+    stage2 = json.loads((tmp_path / "seed7/stage2/full/step-2/train_config.json").read_text())
+    assert stage2["stage"] == 2 and stage2["init_from"].endswith("seed7/stage1/both-on")
+    assert [d["better"] for d in results["directions"]] == ["full"]
+    report = capsys.readouterr().out
+    assert "smoke" in report.splitlines()[0] and "| 2 | stage2_off |" in report
+    # a repeated command reuses the finished runs
+    again = main(args)
+    assert [r["train_s"] for r in again["rows"]] == [r["train_s"] for r in results["rows"]]
+
+
+def test_validation_seeds_are_kept_apart(tmp_path):
+    from bench.learnability.run import REPORTED_SEEDS, VALIDATION_SEEDS, main
+
+    assert not set(REPORTED_SEEDS) & set(VALIDATION_SEEDS) and len(REPORTED_SEEDS) == 3
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--smoke", "--seeds", str(VALIDATION_SEEDS[0])])
+
+
+def test_summary_and_directions_over_seeds():
+    from bench.learnability.experiments import directions, format_directions, format_summary, summarize
+
+    def row(seed, name, ciou):
+        return {"seed": seed, "stage": 2, "experiment": name, "dlres_ciou": ciou, "dlres_giou": ciou,
+                "dlc_attribute_accuracy": 0.5, "res_ciou": None, "roc_accuracy": 0.25, "train_s": 10.0}
+
+    rows = [row(2, "full", 0.6), row(3, "full", 0.8), row(2, "stage2_no_latent", 0.5), row(3, "stage2_no_latent", 0.9)]
+    summary = summarize(rows)
+    full = next(e for e in summary if e["experiment"] == "full")
+    assert full["dlres_ciou"][0] == pytest.approx(0.7) and full["dlres_ciou"][1] == pytest.approx(0.1414, abs=1e-4)
+    assert full["res_ciou"] is None and full["seeds"] == [2, 3]
+    (d,) = directions(rows)
+    assert d["dlres_ciou"]["mean"] == pytest.approx(0.0) and d["dlres_ciou"]["agree"] == 1
+    assert not d["dlres_ciou"]["resolved"]
+    assert "70.0 ± 14.1" in format_summary(summary) and "(1/2)" in format_directions([d])
