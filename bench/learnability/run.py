@@ -127,7 +127,8 @@ def train_variant(out: Path, train_shards: Path, cfg: BenchConfig, loss: dict[st
 
 def evaluate_heldout(predictor, heldout_shards: Path, cfg: BenchConfig) -> dict[str, Any]:
     """DL-RES / RES cIoU, DLC attribute accuracy and ROC accuracy on the held-out scenes."""
-    from fclm_train.eval.run import SegmentationTask, batched, evaluate, iter_samples, view_query
+    from fclm_train.eval.run import batched, evaluate, iter_samples, view_query
+    from fclm_train.eval.tasks.res import SegmentationTask
 
     seg = evaluate(predictor, SegmentationTask("generate"), [str(heldout_shards)], cfg.eval_limit, cfg.eval_batch_size)
     dam = [s for s in iter_samples([str(heldout_shards)], predictor.config.side, predictor.config.draft)

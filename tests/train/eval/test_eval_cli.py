@@ -23,15 +23,9 @@ from fclm_train.eval.dlc_bench import score_dlc_bench
 from fclm_train.eval.embedders import embedding_similarity
 from fclm_train.eval.gcg import GcgEvaluator, parse_gcg_output
 from fclm_train.eval.roc import RocMeter
-from fclm_train.eval.run import (
-    SegmentationTask,
-    evaluate,
-    evaluate_dlc_bench,
-    iter_raw_samples,
-    sample_entry,
-    segmentation_view,
-)  # fmt: skip
+from fclm_train.eval.run import evaluate, evaluate_dlc_bench, iter_raw_samples, sample_entry, segmentation_view
 from fclm_train.eval.segmentation import SegmentationMeter
+from fclm_train.eval.tasks.res import SegmentationTask
 
 
 @pytest.fixture(scope="module")
