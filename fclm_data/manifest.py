@@ -83,6 +83,12 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
     }
     totals.update(shards=len(shards), bytes=sum(s["bytes"] for s in shards))
     recipe = plan.recipe
+    extra = {}
+    if options.get("format", "fclm") != "fclm":  # non-default formats only: fclm manifests keep their bytes
+        extra["format"] = options["format"]
+        labels = {label for r in results for row in r.rows for label in row.get("labels", [])}
+        if options["format"] == "mvplm":
+            extra["mvplm_vocabulary"] = sorted(labels)
     return {
         "schema": SCHEMA_VERSION,
         "fclm_version": __version__,
@@ -100,6 +106,7 @@ def build_manifest(plan: Any, results: list[Any], options: dict[str, Any]) -> di
         "totals": totals,
         "sources": sources,
         "shards": shards,
+        **extra,
     }
 
 

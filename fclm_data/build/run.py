@@ -94,6 +94,8 @@ def _run(recipe: Recipe, config: BuildConfig, executor: Executor, progress: Buil
     for tmp in out_dir.glob("shard-*.tar.tmp"):  # leftovers of a killed run whose shard was rebuilt
         tmp.unlink()
     options = {**asdict(config.options), "data_root": str(config.data_root.resolve()), "limit": config.limit}
+    if options["format"] == "fclm":  # the default is not written: fclm manifests keep their bytes
+        del options["format"]
     return write_outputs(out_dir, plan, [results[t.index] for t in tasks], options)
 
 

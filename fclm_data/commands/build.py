@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from fclm_data.formats import FORMATS
 from fclm_data.images import IMAGE_CHECKS
 from fclm_data.schema import VISUAL_PROMPTS
 
@@ -46,6 +47,10 @@ def build(
     visual_prompt: Annotated[
         str, typer.Option(help=f"How <region> inputs are presented: {'|'.join(VISUAL_PROMPTS)}.")
     ] = "mask",
+    sample_format: Annotated[
+        Optional[str],
+        typer.Option("--format", help="Sample format: fclm (default) | refvlm (REF-VLM TRP + VD-CoT) | mvplm (MVP-LM perception); default: the recipe's format:."),
+    ] = None,
     image_check: Annotated[
         str,
         typer.Option(
@@ -79,6 +84,8 @@ def build(
         raise typer.BadParameter("give exactly one of --recipe or --source")
     if visual_prompt not in VISUAL_PROMPTS:
         raise typer.BadParameter(f"--visual-prompt must be one of {VISUAL_PROMPTS}")
+    if sample_format is not None and sample_format not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {FORMATS}")
     if image_check not in IMAGE_CHECKS:
         raise typer.BadParameter(f"--image-check must be one of {IMAGE_CHECKS}")
     try:
@@ -91,9 +98,11 @@ def build(
         plan_recipe.seed = seed
     if shard_size is not None:
         plan_recipe.shard_size = shard_size
+    if sample_format is not None:
+        plan_recipe.format = sample_format
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
-        ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check),
+        ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check, format=plan_recipe.format),
         min_shards=None if shard_size is not None else 8 * ranks * loader_workers, exclude_eval=excluded,
     )  # fmt: skip
     try:

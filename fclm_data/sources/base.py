@@ -55,6 +55,7 @@ class BuildOptions:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     visual_prompt: str = "mask"
     image_check: str = "decode"  #: "decode" (1/8-scale JPEG decode) | "markers" (structure only)
+    format: str = "fclm"  #: sample format: fclm | refvlm | mvplm (``fclm_data.formats``)
 
 
 @dataclass
