@@ -9,7 +9,7 @@ deterministic, so the result is byte-identical to an uninterrupted build.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,6 +77,7 @@ def run_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | Non
 
 def _run(recipe: Recipe, config: BuildConfig, executor: Executor, progress: BuildProgress | None) -> dict[str, Any]:
     plan = plan_build(recipe, config, progress, executor)
+    config = replace(config, options=replace(config.options, format=recipe.format))  # the recipe owns the format
     out_dir = config.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = plan.fingerprint()

@@ -102,7 +102,7 @@ def build(
         plan_recipe.format = sample_format
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
-        ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check, format=plan_recipe.format),
+        ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check),
         min_shards=None if shard_size is not None else 8 * ranks * loader_workers, exclude_eval=excluded,
     )  # fmt: skip
     try:

@@ -44,7 +44,7 @@ from fclm_train.model.inputs import FCLMInputs
 from .collate import collate
 from .encode import Encoder, EncoderConfig
 from .shards import ShardSet
-from .stages import Counted, batches, mix, set_stream, shuffle, skip
+from .stages import MVPLM_WORD_BUDGET, Counted, MvplmWordLists, batches, mix, mvplm_vocabulary, set_stream, shuffle, skip
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer is built
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class LoaderConfig:
     shuffle_buffer: int = 1000  #: raw samples per worker (memory: buffer x ~100-300 KB)
     prefetch_factor: int = 2  #: batches each worker prepares ahead
     seed: int = 0
+    mvplm_word_budget: int = MVPLM_WORD_BUDGET  #: MVP-LM samples: words per list after negative padding
 
 
 @dataclass
@@ -131,7 +132,13 @@ class StreamDataset(IterableDataset):
         skip(raw, self.start.consumed.get(worker, 0))
         encoder = Encoder(self.tokenizer, self.encoder_config)
         encoder.skipped.update(self.start.skipped.get(worker, {}))
-        for batch in batches(raw, encoder, self.config.micro_batch_size, self.config.batch_unit):
+        word_lists = MvplmWordLists(seed, stream, mvplm_vocabulary(u for s in self.sets for u in s.urls),
+                                    self.config.mvplm_word_budget)  # fmt: skip
+
+        def encode(sample):  # step 5a (MVP-LM word lists) just before encoding; raw.count = its position
+            return encoder(word_lists(sample, raw.count))
+
+        for batch in batches(raw, encode, self.config.micro_batch_size, self.config.batch_unit):
             inputs = collate(batch.samples, self.pad_token_id, self.image_token_id)
             yield LoaderBatch(inputs, worker, batch.consumed, dict(encoder.skipped),
                               [s.key for s in batch.samples], len(batch.samples))  # fmt: skip
