@@ -160,10 +160,12 @@ class MvplmWordLists:
         if b'"format":"mvplm"' not in raw["json"]:
             return raw
         sample = json.loads(raw["json"])
+        turns = [(n, t) for n, t in enumerate(sample["format_fields"]["turns"]) if t["mode"] == "word"]
+        if not turns:
+            return raw
         rng = random.Random(f"fclm-mvplm/{self.seed}/{self.stream}/{position}/{sample['key']}")
-        for n, turn in enumerate(sample["format_fields"]["turns"]):
-            if turn["mode"] == "word":
-                self._redraw(sample, n, turn, rng)
+        for n, turn in turns:
+            self._redraw(sample, n, turn, rng)
         return {**raw, "json": json.dumps(sample, ensure_ascii=False, separators=(",", ":")).encode("utf-8")}
 
     def _redraw(self, sample: dict, n: int, turn: dict, rng: random.Random) -> None:
