@@ -11,7 +11,8 @@ the decoder queries); targets are a box + mask per instance, with the word-list 
   + ``"\\n"`` + the names joined by ", " ending in "."; each name's character span in the turn is recorded
   (``word_spans``) so that a model can mean-pool its tokens. Used when one answer grounds several different
   phrases (MUSE, GCG captions: Flickr30K, OpenPSG, GranD-f) and for labelled region-input samples (PACO-LVIS,
-  Osprey LVIS, ROC): every labelled input region is a target of its label.
+  Osprey LVIS, ROC) and Pix2Cap's COCO-panoptic segments (things and stuff, by category name): every labelled
+  region is a target of its label.
 * caption: the source's own where one exists (a GCG answer's caption, tags removed), else
   :data:`~fclm_data.templates.MVPLM_CAPTION_FALLBACK` over the target names (a documented choice).
 
@@ -77,8 +78,16 @@ def _sentence_turn(group: Group) -> dict:
             "classes": [0] * len(group.regions), "caption": _caption([group.phrase], None)}  # fmt: skip
 
 
+def _label_groups(indexes: list[int], regions: list[dict]) -> list[Group]:
+    return [Group(" ".join(regions[i]["label"].split()), [i]) for i in indexes]
+
+
 def plan_turns(sample: dict[str, Any]) -> list[dict]:
     """The perception pairs of a sample (before text): see the module docs for the rules."""
+    regions = sample["regions"]
+    if sample["task"] == "region_seg_caption" and all(regions[i]["label"] for i in sample["seg_targets"]):
+        # Pix2Cap = COCO panoptic: MVP-LM perceives panoptic data by category names (things and stuff)
+        return [_word_turn(_label_groups(sample["seg_targets"], regions))]
     if sample["seg_targets"]:
         turns = []
         for st in seg_turns(sample, sample):
@@ -89,9 +98,8 @@ def plan_turns(sample: dict[str, Any]) -> list[dict]:
                 turns.append(_sentence_turn(st.groups[0]))
         return turns
     inputs = list(dict.fromkeys(sample["region_inputs"]))
-    regions = sample["regions"]
     if inputs and all(regions[i]["label"] for i in inputs):
-        return [_word_turn([Group(" ".join(regions[i]["label"].split()), [i]) for i in inputs])]
+        return [_word_turn(_label_groups(inputs, regions))]
     if inputs and all(regions[i]["caption"] for i in inputs):
         return [_sentence_turn(Group(" ".join(regions[i]["caption"].split()), [i])) for i in inputs]
     raise FormatError(f"{sample['key']}: no [SEG] target and no label or caption on every input region: "

@@ -44,7 +44,17 @@ from fclm_train.model.inputs import FCLMInputs
 from .collate import collate
 from .encode import Encoder, EncoderConfig
 from .shards import ShardSet
-from .stages import MVPLM_WORD_BUDGET, Counted, MvplmWordLists, batches, mix, mvplm_vocabulary, set_stream, shuffle, skip
+from .stages import (
+    MVPLM_WORD_BUDGET,
+    Counted,
+    MvplmWordLists,
+    batches,
+    mix,
+    mvplm_vocabulary,
+    set_stream,
+    shuffle,
+    skip,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer is built
 log = logging.getLogger(__name__)

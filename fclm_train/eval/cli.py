@@ -16,13 +16,12 @@ Progress goes to stderr, the table to stdout; ``--predictions`` writes every ans
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
-
-import enum
 
 import typer
 

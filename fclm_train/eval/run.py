@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from fclm_data.masks import encode_mask
 from fclm_train.data.shards import expand_pattern, split_weight
 from fclm_train.infer.predictor import Prediction, Predictor

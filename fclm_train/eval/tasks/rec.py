@@ -20,7 +20,7 @@ from typing import Any
 
 from fclm_train.eval.rec import RecAccuracyMeter, box_to_original, mask_to_box, parse_box_answer
 from fclm_train.eval.run import EvalSample, segmentation_view
-from fclm_train.eval.tasks import TaskOptions, TaskSpec
+from fclm_train.eval.tasks import TaskSpec
 from fclm_train.eval.tasks.res import seg_queries
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from fclm_train.eval.run import SEG_MODES, EvalSample, first_answer, segmentation_view, view_query
 from fclm_train.eval.segmentation import SegmentationMeter
-from fclm_train.eval.tasks import TaskOptions, TaskSpec
+from fclm_train.eval.tasks import TaskSpec
 
 
 class SegmentationTask:

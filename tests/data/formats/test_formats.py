@@ -156,3 +156,23 @@ def test_bad_format_names_are_one_line_errors(tmp_path):
     with pytest.raises(RecipeError, match="format 'llava' is not one of fclm, refvlm, mvplm"):
         parse_recipe({"sources": [{"source": "refcoco"}], "format": "llava"}, "r.yaml")
     assert parse_recipe({"sources": [{"source": "refcoco"}], "format": "refvlm"}).format == "refvlm"
+
+
+def test_the_seed_papers_strings_are_in_templates():
+    from fclm_data import templates as T
+
+    assert set(T.REFVLM_PROMPTS) == {"caption", "gcg_mask", "gcg_box", "rec", "res", "reg", "ig_mask", "fovd", "fovs"}
+    assert all(p.count("<image>") == 1 for p in T.REFVLM_PROMPTS.values())
+    assert "{expression}" in T.REFVLM_PROMPTS["res"] and "<region>" in T.REFVLM_PROMPTS["ig_mask"]
+    assert T.MVPLM_RESPONSE.format(caption="A cat") == "A cat. The perception result is <PER>"
+    assert T.TABLES["gres_no_target_answer"] == T.GRES_NO_TARGET_ANSWERS
+    assert not any("[SEG]" in a for a in T.GRES_NO_TARGET_ANSWERS)
+
+
+def test_pix2cap_renders_word_based_by_category_name(builds):
+    pix2cap = [s for s in builds["mvplm"][1].values() if s["source"] == "pix2cap"]
+    assert pix2cap
+    for sample in pix2cap:
+        (turn,) = sample["format_fields"]["turns"]
+        assert turn["mode"] == "word"
+        assert [turn["words"][c] for c in turn["classes"]] == [sample["regions"][i]["label"] for i in turn["targets"]]
