@@ -297,7 +297,22 @@ def _field(name: str, kind: str, spec: Any) -> dict[str, Any]:
     return {"name": name, kind: spec}
 
 
-def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
+def _format_fields_yaml(fmt: str) -> list[dict[str, Any]]:
+    """The ``format`` / ``format_fields`` features of a non-default format (``fclm_data.formats``)."""
+    string, int64 = "string", "int64"
+    if fmt == "refvlm":
+        fields = [_field("system", "list", string), _field("pair_system", "list", string)]
+    elif fmt == "mvplm":
+        turn = [_field("mode", "dtype", string), _field("words", "list", string),
+                _field("word_spans", "list", {"list": int64}), _field("targets", "list", int64),
+                _field("classes", "list", int64)]  # fmt: skip
+        fields = [_field("turns", "list", turn)]
+    else:
+        raise ValueError(f"no HF features for format {fmt!r}")
+    return [_field("format", "dtype", string), _field("format_fields", "struct", fields)]
+
+
+def hf_features_yaml(image_ext: str = "jpg", fmt: str = "fclm") -> list[dict[str, Any]]:
     """The shard sample as an HF ``dataset_info.features`` YAML list (no ``datasets`` import).
 
     Builds write it into the output's ``README.md`` so that ``load_dataset(OUT)`` works for any mix of
@@ -325,6 +340,8 @@ def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
         _field("regions", "list", region), turns, *indexes, _field("pair", "struct", [turns, *indexes]),
         _field("visual_prompt", "dtype", string), _field("templates", "list", string),
     ]  # fmt: skip
+    if fmt != "fclm":
+        sample += _format_fields_yaml(fmt)
     features = [
         _field(image_ext, "dtype", "image"),
         _field("json", "struct", sample),
@@ -335,8 +352,8 @@ def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
     return json.loads(json.dumps(features))
 
 
-def hf_features(image_ext: str = "jpg"):
+def hf_features(image_ext: str = "jpg", fmt: str = "fclm"):
     """``datasets.Features`` of a shard sample; pass as ``features=`` to ``load_dataset("webdataset", ...)``."""
     from datasets import Features
 
-    return Features._from_yaml_list(hf_features_yaml(image_ext))
+    return Features._from_yaml_list(hf_features_yaml(image_ext, fmt))

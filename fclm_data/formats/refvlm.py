@@ -15,7 +15,8 @@ Rendering of an FCLM sample (REF-VLM paper §3.1-3.2, appendix A Table 10; xtune
   Num: {n}\\n</Task>\\n`` (one line per phrase), or ``<Task>\\nUnit decode (False).\\n</Task>\\n``;
 * ``format_fields.system``: one system text per user/assistant pair, the code's ``Task Command:\\n- task name:
   {name}\\n- answer element: {elements}\\n- unit: <Unit>mask</Unit>\\n`` (``- unit: None`` without outputs; our
-  schema has no system role, so it lives beside the conversation as xtuner keeps it beside each turn pair).
+  schema has no system role, so it lives beside the conversation as xtuner keeps it beside each turn pair);
+  ``format_fields.pair_system`` the same for the paired view (``[]`` without one).
 
 Choices where paper and code differ: the code's RES phrase is the literal word "target"; the paper's examples
 name the concept, and so do we (the referring expression) -- the parser needs a real phrase to map back. Task
@@ -107,7 +108,7 @@ def render(sample: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     main, systems = render_view(sample, sample)
     out = {k: v for k, v in sample.items()}
     out.update(main)
-    fields: dict[str, Any] = {"system": systems}
+    fields: dict[str, Any] = {"system": systems, "pair_system": []}  #: the same keys in every sample (HF features)
     if sample["pair"] is not None:
         out["pair"], fields["pair_system"] = render_view(sample["pair"], sample)
     out["format"], out["format_fields"] = "refvlm", fields

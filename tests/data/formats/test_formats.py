@@ -176,3 +176,16 @@ def test_pix2cap_renders_word_based_by_category_name(builds):
         (turn,) = sample["format_fields"]["turns"]
         assert turn["mode"] == "word"
         assert [turn["words"][c] for c in turn["classes"]] == [sample["regions"][i]["label"] for i in turn["targets"]]
+
+
+@pytest.mark.parametrize("fmt", ["refvlm", "mvplm"])
+def test_hf_datasets_load_a_formatted_build(builds, fmt):
+    """The dataset card's features carry format / format_fields, so load_dataset(OUT) reads these builds too."""
+    datasets = pytest.importorskip("datasets")
+    _, samples, directory = builds[fmt]
+    if len({s["image"]["file_name"].rsplit(".", 1)[-1] for s in samples.values()}) > 1:
+        pytest.skip("mixed image extensions: the card then has no features (as for fclm builds)")
+    ds = datasets.load_dataset(str(directory), split="train")
+    assert len(ds) == len(samples)
+    for row in ds:
+        assert row["json"] == samples[row["__key__"]]
