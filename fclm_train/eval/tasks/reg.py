@@ -15,11 +15,11 @@ sample is recovered from its user turn through the RES template it was rendered 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import defaultdict
 from typing import Any
 
 from fclm_data import templates as T
+from fclm_data.formats.common import expression_from_question, user_text
 from fclm_train.eval.captions import JavaNotFoundError, caption_scores
 from fclm_train.eval.run import EvalSample, segmentation_view
 from fclm_train.eval.tasks import TaskSpec
@@ -29,16 +29,11 @@ REG_PROMPT = T.with_image(T.REGION_CAPTION_QUESTIONS[0] + T.REGION_CAPTION_SUFFI
 
 def expression_of(meta: dict) -> str:
     """The referring expression of a RES sample, read back through the template its question used."""
-    question = next(t["content"] for t in meta["conversations"] if t["role"] == "user")
-    question = question.removeprefix(T.IMAGE_TOKEN + "\n")
-    for template_id in meta["templates"]:
-        if not template_id.startswith("res_question:"):
-            continue
-        head, tail = T.template_text(template_id).split("{expression}")
-        match = re.fullmatch(re.escape(head) + "(.*)" + re.escape(tail), question, flags=re.DOTALL)
-        if match:
-            return match.group(1).strip()
-    raise ValueError(f"{meta['key']}: no RES question template matches its user turn (is it a RES sample?)")
+    question = user_text(next(t["content"] for t in meta["conversations"] if t["role"] == "user"))
+    expression = expression_from_question(question, meta["templates"])
+    if expression is None:
+        raise ValueError(f"{meta['key']}: no RES question template matches its user turn (is it a RES sample?)")
+    return expression
 
 
 def object_id(meta: dict) -> str:
