@@ -31,6 +31,7 @@ REASONS = {
     "image_too_small": "the image is below the source's minimum side (Flickr30K GCG: 32 px, as GLaMM filters)",
     "ignored_annotation": "the release flags the annotation 'ignore' (its loaders skip it)",
     "eval_overlap": "the image also appears in an evaluation split (--exclude-eval)",
+    "format_unsupported": "the sample cannot be expressed in the build's --format (e.g. MVP-LM: nothing to perceive)",
     "invalid_sample": "the converter produced a sample that violates the schema (a converter bug)",
     "unexpected_error": "the converter raised an unexpected exception on this record (a converter bug)",
     "worker_crashed": "the build process died twice while building this record (e.g. a native-library crash)",

@@ -86,6 +86,12 @@ def build_manifest(
     }
     totals.update(shards=len(shards), bytes=sum(s["bytes"] for s in shards))
     recipe = plan.recipe
+    extra = {}
+    if options.get("format", "fclm") != "fclm":  # non-default formats only: fclm manifests keep their bytes
+        extra["format"] = options["format"]
+        labels = {label for r in results for row in r.rows for label in row.get("labels", [])}
+        if options["format"] == "mvplm":
+            extra["mvplm_vocabulary"] = sorted(labels)
     return {
         "schema": SCHEMA_VERSION,
         "fclm_version": __version__,
@@ -103,6 +109,7 @@ def build_manifest(
         "totals": totals,
         "sources": sources,
         "shards": shards,
+        **extra,
     }
 
 
@@ -167,7 +174,7 @@ def _write_parquet(path: Path, results: list[Any]) -> None:
 def dataset_card(manifest: dict[str, Any], image_exts: list[str]) -> str:
     """HF dataset card: features for ``load_dataset(OUT)``, and the build's counts for people."""
     lines = [
-        _features_header(image_exts),
+        _features_header(image_exts, manifest.get("format", "fclm")),
         f"# fclm shards: {manifest['recipe']['name']}\n",
         f"Built by fclm {manifest['fclm_version']} (sample schema v{manifest['schema']}), "
         f"plan {manifest['plan_fingerprint']}, seed {manifest['recipe']['seed']}.\n",
@@ -184,7 +191,7 @@ def dataset_card(manifest: dict[str, Any], image_exts: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _features_header(image_exts: list[str]) -> str:
+def _features_header(image_exts: list[str], fmt: str = "fclm") -> str:
     import yaml
 
     from fclm_data.schema import hf_features_yaml
@@ -193,7 +200,7 @@ def _features_header(image_exts: list[str]) -> str:
         return ""
     # data_files: only the shards (the directory also holds manifest.json, shardindex.json, ...)
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "shard-*.tar"}]}]
-    info = {"features": hf_features_yaml(image_exts[0])}
+    info = {"features": hf_features_yaml(image_exts[0], fmt)}
     return "---\n" + yaml.safe_dump({"configs": configs, "dataset_info": info}, sort_keys=False) + "---\n"
 
 

@@ -60,10 +60,13 @@ class Recipe:
     shard_size: int = DEFAULT_SHARD_SIZE
     description: str = ""
     path: str | None = None
+    format: str = "fclm"  #: sample format (``format:`` in the YAML, ``--format`` overrides): fclm | refvlm | mvplm
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the shards' content."""
         body = {"entries": [asdict(e) for e in self.entries], "seed": self.seed, "shard_size": self.shard_size}
+        if self.format != "fclm":  # only then: fclm fingerprints (and so existing builds) stay as they were
+            body["format"] = self.format
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,7 +100,7 @@ def load_recipe(name_or_path: str) -> Recipe:
 def parse_recipe(raw: Any, where: str = "<recipe>") -> Recipe:
     if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
         raise RecipeError(f"{where}: a recipe needs a non-empty 'sources' list")
-    unknown = set(raw) - {"name", "seed", "shard_size", "description", "sources"}
+    unknown = set(raw) - {"name", "seed", "shard_size", "description", "sources", "format"}
     if unknown:
         raise RecipeError(f"{where}: unknown keys {sorted(unknown)}")
     entries = [_parse_entry(item, f"{where} sources[{i}]") for i, item in enumerate(raw["sources"])]
@@ -108,6 +111,11 @@ def parse_recipe(raw: Any, where: str = "<recipe>") -> Recipe:
     shard_size = int(raw.get("shard_size", DEFAULT_SHARD_SIZE))
     if shard_size < 1:
         raise RecipeError(f"{where}: shard_size must be >= 1")
+    from fclm_data.formats import FORMATS
+
+    fmt = str(raw.get("format", "fclm"))
+    if fmt not in FORMATS:
+        raise RecipeError(f"{where}: format {fmt!r} is not one of {', '.join(FORMATS)}")
     return Recipe(
         name=str(raw.get("name", Path(where).stem)),
         entries=entries,
@@ -115,6 +123,7 @@ def parse_recipe(raw: Any, where: str = "<recipe>") -> Recipe:
         shard_size=shard_size,
         description=str(raw.get("description", "")),
         path=where,
+        format=fmt,
     )
 
 

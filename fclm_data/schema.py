@@ -36,6 +36,7 @@ VISUAL_PROMPTS = ("mask", "box", "point", "scribble")
 #: Task names used by the sources. ``dlc_dlres`` samples are paired (DLC view + DL-RES ``pair``).
 TASKS = (
     "res",  # referring expression segmentation
+    "gres",  # generalized RES (gRefCOCO): multi-target and no-target expressions
     "reason_seg",  # reasoning segmentation (ReasonSeg)
     "multi_reason_seg",  # multi-target reasoning segmentation (MUSE)
     "region_seg_caption",  # Pixel2Cap: caption -> mask
@@ -150,6 +151,8 @@ SAMPLE_KEYS = (
     "schema", "key", "source", "task", "provenance", "image", "regions", "conversations",
     "region_inputs", "seg_targets", "pair", "visual_prompt", "templates",
 )  # fmt: skip
+#: keys a non-default format (``fclm-data build --format refvlm|mvplm``, :mod:`fclm_data.formats`) appends
+FORMAT_KEYS = ("format", "format_fields")
 REGION_KEYS = tuple(f.name for f in dataclasses.fields(Region))
 PROVENANCE_KEYS = tuple(f.name for f in dataclasses.fields(Provenance))
 IMAGE_KEYS = tuple(f.name for f in dataclasses.fields(ImageInfo))
@@ -173,7 +176,10 @@ def _count_token(text: str, token: str) -> int:
     return text.count(token)
 
 
-def _check_view(view: dict, n_regions: int, where: str) -> list[str]:
+def _check_view(view: dict, n_regions: int, where: str, input_token: str | None = REGION_TOKEN,
+                output_token: str | None = SEG_TOKEN) -> list[str]:  # fmt: skip
+    """Turn roles, ``<image>`` once, and one index per placeholder (a format's own placeholders; a None token
+    is not counted, its indexes are only range-checked)."""
     problems: list[str] = []
     turns = view.get("conversations") or []
     if not turns:
@@ -187,21 +193,21 @@ def _check_view(view: dict, n_regions: int, where: str) -> list[str]:
         if role not in ROLES or not isinstance(content, str):
             problems.append(f"{where}: turn {i} has role {role!r} / content type {type(content).__name__}")
             continue
-        r, s, im = (_count_token(content, t) for t in (REGION_TOKEN, SEG_TOKEN, IMAGE_TOKEN))
+        r, s, im = (_count_token(content, t) if t else 0 for t in (input_token, output_token, IMAGE_TOKEN))
         if r and role != "user":
-            problems.append(f"{where}: turn {i} ({role}) contains {REGION_TOKEN}")
+            problems.append(f"{where}: turn {i} ({role}) contains {input_token}")
         if s and role != "assistant":
-            problems.append(f"{where}: turn {i} ({role}) contains {SEG_TOKEN}")
+            problems.append(f"{where}: turn {i} ({role}) contains {output_token}")
         if im and i != 0:
             problems.append(f"{where}: {IMAGE_TOKEN} outside the first turn (turn {i})")
         n_region, n_seg, n_image = n_region + r, n_seg + s, n_image + im
     if n_image != 1:
         problems.append(f"{where}: {IMAGE_TOKEN} appears {n_image} times (expected once)")
     for name, count, idx in (
-        ("region_inputs", n_region, view.get("region_inputs")),
-        ("seg_targets", n_seg, view.get("seg_targets")),
+        ("region_inputs", None if input_token is None else n_region, view.get("region_inputs")),
+        ("seg_targets", None if output_token is None else n_seg, view.get("seg_targets")),
     ):
-        if not isinstance(idx, list) or len(idx) != count:
+        if not isinstance(idx, list) or (count is not None and len(idx) != count):
             problems.append(f"{where}: {name} has {len(idx or [])} entries for {count} placeholders")
         elif any(not isinstance(j, int) or not 0 <= j < n_regions for j in idx):
             problems.append(f"{where}: {name} {idx} out of range for {n_regions} regions")
@@ -215,8 +221,12 @@ def validate_sample(sample: dict[str, Any]) -> list[str]:
     mask, ignore RLE and box lies on the image grid named by ``image``.
     """
     problems: list[str] = []
-    if tuple(sample.keys()) != SAMPLE_KEYS:
-        return [f"sample keys {sorted(sample)} differ from schema v{SCHEMA_VERSION} {sorted(SAMPLE_KEYS)}"]
+    keys = SAMPLE_KEYS + FORMAT_KEYS if "format" in sample else SAMPLE_KEYS
+    if tuple(sample.keys()) != keys:
+        return [f"sample keys {sorted(sample)} differ from schema v{SCHEMA_VERSION} {sorted(keys)}"]
+    tokens = _format_tokens(sample.get("format"))
+    if isinstance(tokens, str):
+        return [tokens]
     if sample["schema"] != SCHEMA_VERSION:
         problems.append(f"schema version {sample['schema']} != {SCHEMA_VERSION}")
     if not KEY_PATTERN.match(str(sample["key"])):
@@ -232,13 +242,28 @@ def validate_sample(sample: dict[str, Any]) -> list[str]:
     regions = sample["regions"]
     for i, region in enumerate(regions):
         problems.extend(_check_region(region, i, height, width))
-    problems.extend(_check_view(sample, len(regions), "conversations"))
+    problems.extend(_check_view(sample, len(regions), "conversations", *tokens))
     if sample["pair"] is not None:
         if tuple(sample["pair"].keys()) != VIEW_KEYS:
             problems.append(f"pair keys {list(sample['pair'])} != {list(VIEW_KEYS)}")
         else:
-            problems.extend(_check_view(sample["pair"], len(regions), "pair"))
+            problems.extend(_check_view(sample["pair"], len(regions), "pair", *tokens))
     return problems
+
+
+def _format_tokens(name: str | None) -> tuple[str | None, str | None] | str:
+    """(input, output) placeholders of a sample's format, or the problem with its name."""
+    if name is None:
+        return REGION_TOKEN, SEG_TOKEN
+    from fclm_data.formats import get_format
+
+    try:
+        fmt = get_format(name)
+    except ValueError as exc:
+        return str(exc)
+    if name == "fclm":
+        return "format 'fclm' is the default and is not written into samples"
+    return fmt.input_token, (None if name == "mvplm" else fmt.output_token)
 
 
 def _check_region(region: dict, i: int, height: int, width: int) -> list[str]:
@@ -272,7 +297,22 @@ def _field(name: str, kind: str, spec: Any) -> dict[str, Any]:
     return {"name": name, kind: spec}
 
 
-def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
+def _format_fields_yaml(fmt: str) -> list[dict[str, Any]]:
+    """The ``format`` / ``format_fields`` features of a non-default format (``fclm_data.formats``)."""
+    string, int64 = "string", "int64"
+    if fmt == "refvlm":
+        fields = [_field("system", "list", string), _field("pair_system", "list", string)]
+    elif fmt == "mvplm":
+        turn = [_field("mode", "dtype", string), _field("words", "list", string),
+                _field("word_spans", "list", {"list": int64}), _field("targets", "list", int64),
+                _field("classes", "list", int64)]  # fmt: skip
+        fields = [_field("turns", "list", turn)]
+    else:
+        raise ValueError(f"no HF features for format {fmt!r}")
+    return [_field("format", "dtype", string), _field("format_fields", "struct", fields)]
+
+
+def hf_features_yaml(image_ext: str = "jpg", fmt: str = "fclm") -> list[dict[str, Any]]:
     """The shard sample as an HF ``dataset_info.features`` YAML list (no ``datasets`` import).
 
     Builds write it into the output's ``README.md`` so that ``load_dataset(OUT)`` works for any mix of
@@ -300,6 +340,8 @@ def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
         _field("regions", "list", region), turns, *indexes, _field("pair", "struct", [turns, *indexes]),
         _field("visual_prompt", "dtype", string), _field("templates", "list", string),
     ]  # fmt: skip
+    if fmt != "fclm":
+        sample += _format_fields_yaml(fmt)
     features = [
         _field(image_ext, "dtype", "image"),
         _field("json", "struct", sample),
@@ -310,8 +352,8 @@ def hf_features_yaml(image_ext: str = "jpg") -> list[dict[str, Any]]:
     return json.loads(json.dumps(features))
 
 
-def hf_features(image_ext: str = "jpg"):
+def hf_features(image_ext: str = "jpg", fmt: str = "fclm"):
     """``datasets.Features`` of a shard sample; pass as ``features=`` to ``load_dataset("webdataset", ...)``."""
     from datasets import Features
 
-    return Features._from_yaml_list(hf_features_yaml(image_ext))
+    return Features._from_yaml_list(hf_features_yaml(image_ext, fmt))

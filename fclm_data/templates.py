@@ -239,7 +239,7 @@ def res_question(template: str, expression: str) -> str:
 assert all(q.count(REGION_TOKEN) == 1 for q in DLC_QUESTIONS)
 assert all(a.count(SEG_TOKEN) == 1 for a in DLRES_ANSWERS)
 
-# ==== Paired views for grounding sources (consistency learning; the ``pair`` source option) ==========
+# ==== Paired views for grounding sources (consistency learning; the ``pair`` source option) ===
 # A grounding sample asked for ``pair`` gets a region-in / text-out view beside its text-in / [SEG]-out view
 # (fclm_data/sources/pairing.py). Detailed descriptions (Pix2Cap, Osprey) use Table 12 both ways
 # ("dlc_question", "dlres_question" / "dlres_answer"); short texts use the tables below.
@@ -260,3 +260,42 @@ REG_QUESTIONS = (
 TABLES["reg_question"] = REG_QUESTIONS
 assert all(q.count(REGION_TOKEN) == 1 for q in REG_QUESTIONS)
 # ==== end of paired views ==========================================================================
+=======
+# ==== formats and gRES (issue 15: REF-VLM / MVP-LM renderings, gRefCOCO) ===========================
+# Kept apart from the FCLM tables above; the grounding-pair templates of another change live elsewhere.
+
+#: gRES no-target answers. gRefCOCO ships no answer text; GSVA (Xia et al., CVPR 2024) answers a no-target
+#: expression with a [REJ] token and LISA-style text around it. Ours: plain text, no [SEG] (the eval task
+#: scores "no mask" as the no-target decision, gRefCOCO's N-acc).
+GRES_NO_TARGET_ANSWERS = (
+    "There is no such object in the image.",
+    "Sorry, I cannot find it in the image.",
+    "No object in the image matches the description.",
+)
+
+#: REF-VLM task prompts: the REF-VLM paper (github.com/MacavityT/REF-VLM), appendix D, Table "Task | Template", verbatim except that
+#: the bracketed slots are our placeholders: ``{expression}`` (the referring expression), ``<region>`` (a visual
+#: prompt input; REF-VLM writes ``<mask>`` for REG and ``<region>`` for IG), and ``<image>`` kept where it stands.
+REFVLM_PROMPTS = {
+    "caption": "<image>Please describe the image in detail.",
+    "gcg_mask": "Describe the setting of the image <image>and offer masks for each visible object.",
+    "gcg_box": "Please describe the image <image>and detect relevant bounding boxes.",
+    "rec": "What are the coordinates of {expression}in the image<image>?",
+    "res": "Provide a segmentation mask for {expression}in the picture <image>.",
+    "reg": "For the given image <image>, can you provide a unique description of the area <region>?",
+    "ig_mask": "Please generate a mask based on the region <region>in the image <image>.",
+    "fovd": "Please detect bounding boxes in the image<image>.",
+    "fovs": "Please segment objects in the image<image>.",
+}
+
+#: MVP-LM (the MVP-LM paper, §3 "CoT-inspired Dataset Unification"), verbatim: the task descriptions for
+#: word-based and sentence-based perception, and the response with its ``<PER>`` summary token.
+MVPLM_WORD_TASK = "Please identify all objects according to the given phrase list. This is all the candidate phrases."
+MVPLM_SENTENCE_TASK = "Please identify the target according to the following instruction."
+MVPLM_RESPONSE = "{caption}. The perception result is <PER>"
+#: MVP-LM says the caption comes first ("thinking-then-perceiving"); where a source has no caption we write one
+#: from the targets (ours; the paper's Tab. 7 ablation shows names-before-<PER> as a weaker variant).
+MVPLM_CAPTION_FALLBACK = "The image shows {names}"
+
+TABLES["gres_no_target_answer"] = GRES_NO_TARGET_ANSWERS
+# ==== end of formats and gRES =====================================================================

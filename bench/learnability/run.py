@@ -183,7 +183,8 @@ def model_overrides(base: dict[str, Any], architecture: str, level: str) -> dict
 
 def evaluate_heldout(predictor, heldout_shards: Path, cfg: BenchConfig) -> dict[str, Any]:
     """DL-RES / RES cIoU, DLC attribute accuracy and ROC accuracy on the held-out scenes."""
-    from fclm_train.eval.run import SegmentationTask, batched, evaluate, iter_samples, view_query
+    from fclm_train.eval.run import batched, evaluate, iter_samples, view_query
+    from fclm_train.eval.tasks.res import SegmentationTask
 
     seg = evaluate(predictor, SegmentationTask(cfg.seg_mode), [str(heldout_shards)], cfg.eval_limit, cfg.eval_batch_size)
     dam = [s for s in iter_samples([str(heldout_shards)], predictor.config.side, predictor.config.draft)

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -101,6 +101,7 @@ def run_build(recipe: Recipe, config: BuildConfig, progress: BuildProgress | Non
 
 
 def _run(recipe: Recipe, config: BuildConfig, executor: Executor, progress: BuildProgress | None) -> dict[str, Any]:
+    config = replace(config, options=replace(config.options, format=recipe.format))  # the recipe owns the format
     out_dir = config.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with lock_out_dir(out_dir):
@@ -125,6 +126,8 @@ def _run(recipe: Recipe, config: BuildConfig, executor: Executor, progress: Buil
             tmp.unlink()
         recorded = {**asdict(config.options), "data_root": str(config.data_root.resolve()), "limit": config.limit}
         recorded.pop("link_roots")
+        if recorded["format"] == "fclm":  # the default is not written: fclm manifests keep their bytes
+            del recorded["format"]
         return write_outputs(out_dir, plan, [results[t.index] for t in tasks], recorded, fingerprint)
 
 

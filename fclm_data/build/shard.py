@@ -21,6 +21,8 @@ from typing import Any
 from fclm_data.build.plan import PlannedSample
 from fclm_data.errors import Reject, RejectRecord
 from fclm_data.images import trust_roots
+from fclm_data.formats import FormatError
+from fclm_data.formats import render as render_format
 from fclm_data.schema import encode_sample, validate_sample
 from fclm_data.sources import BuildOptions, Source, get_source
 from fclm_data.visual_prompts import apply_visual_prompt
@@ -226,6 +228,11 @@ def _build_one(source: Source, planned: PlannedSample, options: BuildOptions):
 def _convert(source: Source, planned: PlannedSample, options: BuildOptions):
     built = source.build(planned.unit, planned.key, planned.repeat, options)
     sample = apply_visual_prompt(built.sample, options.visual_prompt).to_dict()
+    if options.format != "fclm":
+        try:
+            sample = render_format(sample, options.format, options.seed)
+        except FormatError as exc:
+            raise Reject("format_unsupported", f"{options.format}: {exc}") from exc
     problems = validate_sample(sample)
     if problems:
         raise Reject("invalid_sample", "; ".join(problems[:3]))
@@ -244,6 +251,9 @@ def _convert(source: Source, planned: PlannedSample, options: BuildOptions):
         "num_regions": len(sample["regions"]),
         "templates": list(sample["templates"]),
     }
+    if options.format == "mvplm":  # the build's category vocabulary (the loader's negative names)
+        row["labels"] = sorted({w for turn in sample["format_fields"]["turns"] if turn["mode"] == "word"
+                                for w in turn["words"]})  # fmt: skip
     dropped = [
         RejectRecord(
             planned.entry,

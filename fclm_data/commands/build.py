@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from fclm_data.commands.checks import existing_directory, fail, one_of, output_directory, positive
+from fclm_data.formats import FORMATS
 from fclm_data.images import IMAGE_CHECKS
 from fclm_data.schema import VISUAL_PROMPTS
 
@@ -47,6 +48,10 @@ def build(
     visual_prompt: Annotated[
         str, typer.Option(help=f"How <region> inputs are presented: {'|'.join(VISUAL_PROMPTS)}.")
     ] = "mask",
+    sample_format: Annotated[
+        Optional[str],
+        typer.Option("--format", help="Sample format: fclm (default) | refvlm (REF-VLM TRP + VD-CoT) | mvplm (MVP-LM perception); default: the recipe's format:."),
+    ] = None,
     image_check: Annotated[
         str,
         typer.Option(
@@ -97,6 +102,8 @@ def build(
     if bool(recipe) == bool(source):
         fail("give exactly one of --recipe or --source")
     one_of("--visual-prompt", visual_prompt, VISUAL_PROMPTS)
+    if sample_format is not None:
+        one_of("--format", sample_format, FORMATS)
     one_of("--image-check", image_check, IMAGE_CHECKS)
     one_of("--executor", executor, EXECUTORS)
     for option, value in (("--shard-size", shard_size), ("--limit", limit), ("--workers", workers),
@@ -117,6 +124,8 @@ def build(
         plan_recipe.shard_size = shard_size
     if plan_recipe.shard_size < 1:
         fail(f"recipe {plan_recipe.name}: shard_size must be a positive number, got {plan_recipe.shard_size}")
+    if sample_format is not None:
+        plan_recipe.format = sample_format
     config = BuildConfig(
         data_root=data_root, out_dir=out, limit=limit, executor=executor, workers=workers,
         ray_address=ray_address, overwrite=overwrite, options=BuildOptions(seed=plan_recipe.seed, visual_prompt=visual_prompt, image_check=image_check),

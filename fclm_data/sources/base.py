@@ -57,6 +57,7 @@ class BuildOptions:
     image_check: str = "decode"  #: "decode" (strict 1/8-scale libjpeg-turbo decode) | "markers" (structure only)
     #: real paths symlinks under the data root may lead into (computed by the build; not in the fingerprint)
     link_roots: tuple[str, ...] = ()
+    format: str = "fclm"  #: sample format: fclm | refvlm | mvplm (``fclm_data.formats``)
 
 
 @dataclass

@@ -172,6 +172,8 @@ class Encoder:
     def __call__(self, raw: dict) -> EncodedSample | None:
         meta = json.loads(raw["json"])
         key = meta["key"]
+        if meta.get("format", "fclm") != "fclm":  # REF-VLM / MVP-LM shards are other models' inputs
+            raise ValueError(f"{key}: a {meta['format']}-format sample; FCLM trains on fclm-data build --format fclm")
         views = [meta] + ([meta["pair"]] if meta["pair"] is not None else [])
         texts = self._texts(meta, views)
         if texts is None:

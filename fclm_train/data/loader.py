@@ -42,7 +42,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,20 @@ from .collate import collate
 from .device import CompactBatch
 from .encode import Encoder, EncoderConfig
 from .shards import ShardError, ShardSet
-from .stages import EXTRA_SAMPLES, READ_REASONS, Counted, ReadLedger, batches, mix, set_stream, shuffle, skip
+from .stages import (
+    EXTRA_SAMPLES,
+    MVPLM_WORD_BUDGET,
+    READ_REASONS,
+    Counted,
+    MvplmWordLists,
+    ReadLedger,
+    batches,
+    mix,
+    mvplm_vocabulary,
+    set_stream,
+    shuffle,
+    skip,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer is built
 log = logging.getLogger(__name__)
@@ -68,6 +81,7 @@ class LoaderConfig:
     shuffle_buffer: int = 1000  #: raw samples per worker (memory: buffer x ~100-300 KB)
     prefetch_factor: int = 2  #: batches each worker prepares ahead
     seed: int = 0
+    mvplm_word_budget: int = MVPLM_WORD_BUDGET  #: MVP-LM samples: words per list after negative padding
 
 
 @dataclass
@@ -145,7 +159,11 @@ class StreamDataset(IterableDataset):
         encoder = Encoder(self.tokenizer, self.encoder_config)
         saved = self.start.skipped.get(worker, {})  # the encoder's counts are restored (skipping never decodes)
         encoder.skipped.update({k: v for k, v in saved.items() if k not in READ_REASONS and k != EXTRA_SAMPLES})
-        for batch in batches(raw, _guarded(encoder), self.config.micro_batch_size, self.config.batch_unit):
+        word_lists = MvplmWordLists(seed, stream, mvplm_vocabulary(u for s in self.sets for u in s.urls),
+                                    self.config.mvplm_word_budget)  # fmt: skip
+        # step 5a (MVP-LM word lists) just before encoding; raw.count = the sample's position in the stream
+        encode = _guarded(encoder, lambda sample: word_lists(sample, raw.count))
+        for batch in batches(raw, encode, self.config.micro_batch_size, self.config.batch_unit):
             inputs = collate(batch.samples, self.pad_token_id, self.image_token_id, config=self.encoder_config)
             yield LoaderBatch(inputs, worker, batch.consumed, {**ledger.lost, **encoder.skipped},
                               [s.key for s in batch.samples], len(batch.samples), ledger.read)  # fmt: skip
@@ -244,12 +262,13 @@ def rotten_data(read: int, skipped: dict[str, int], max_fraction: float, final: 
             f"{max_fraction:g}: {reasons}")  # fmt: skip
 
 
-def _guarded(encoder: Encoder):
-    """The encoder, with a sample it cannot even parse (no or broken JSON) counted as ``malformed_sample``."""
+def _guarded(encoder: Encoder, prepare: Callable[[dict], dict] = lambda raw: raw):
+    """``encoder(prepare(raw))``, with a sample it cannot even parse (no or broken JSON) counted as
+    ``malformed_sample``."""
 
     def encode(raw: dict):
         try:
-            return encoder(raw)
+            return encoder(prepare(raw))
         except Exception as exc:
             if not encoder.skipped["malformed_sample"]:
                 log.warning("skipping %s from %s: %s: %s (further malformed samples are only counted)",

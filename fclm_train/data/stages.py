@@ -180,3 +180,65 @@ def batches(
             batch.append(sample)
             rows += len(sample.rows)
         yield RawBatch(batch, raw.count - (1 if pending else 0))
+
+
+# --------------------------------------------------------------------------------------------- MVP-LM word lists
+#: Words per MVP-LM word list after negative padding. The paper balances positives and negatives "within VLLM
+#: input sequence length constraints" without a number; 80 (COCO's category count) is our default.
+MVPLM_WORD_BUDGET = 80
+
+
+def mvplm_vocabulary(urls: Iterable[str]) -> list[str]:
+    """The category names of the MVP-LM builds the shards come from (``manifest.json`` ``mvplm_vocabulary``
+    beside each shard), sorted; ``[]`` when no manifest names one (lists are then shuffled, never padded)."""
+    import json
+    from pathlib import Path
+
+    names: set[str] = set()
+    for directory in sorted({str(Path(u).parent) for u in urls}):
+        manifest = Path(directory) / "manifest.json"
+        if manifest.is_file():
+            names.update(json.loads(manifest.read_text(encoding="utf-8")).get("mvplm_vocabulary", []))
+    return sorted(names)
+
+
+class MvplmWordLists:
+    """5a. MVP-LM word lists, redrawn every time a sample is read (the paper's §3 "Randomness in Training Pairs"):
+    the list is shuffled and padded with absent categories from ``vocabulary`` up to ``budget`` words; the
+    turn text, the names' character spans and the targets' class indexes are rewritten to match.
+
+    Applied to raw samples after :func:`skip`, inside the encode step, so fast-forwarding still decodes nothing;
+    its RNG is seeded from (seed, stream, the sample's raw position, key), so a resumed stream redraws exactly the
+    lists an uninterrupted one drew, and a sample read again (next epoch, repeats) gets a fresh list.
+    Samples of other formats and sentence-based turns pass through unchanged.
+    """
+
+    def __init__(self, seed: int, stream: int, vocabulary: list[str], budget: int = MVPLM_WORD_BUDGET) -> None:
+        self.seed, self.stream, self.vocabulary, self.budget = seed, stream, list(vocabulary), budget
+
+    def __call__(self, raw: Raw, position: int) -> Raw:
+        import json
+
+        if b'"format":"mvplm"' not in raw["json"]:
+            return raw
+        sample = json.loads(raw["json"])
+        turns = [(n, t) for n, t in enumerate(sample["format_fields"]["turns"]) if t["mode"] == "word"]
+        if not turns:
+            return raw
+        rng = random.Random(f"fclm-mvplm/{self.seed}/{self.stream}/{position}/{sample['key']}")
+        for n, turn in turns:
+            self._redraw(sample, n, turn, rng)
+        return {**raw, "json": json.dumps(sample, ensure_ascii=False, separators=(",", ":")).encode("utf-8")}
+
+    def _redraw(self, sample: dict, n: int, turn: dict, rng: random.Random) -> None:
+        from fclm_data.formats.mvplm import word_instruction
+
+        positives = turn["words"]
+        absent = [w for w in self.vocabulary if w not in set(positives)]
+        negatives = rng.sample(absent, min(len(absent), max(0, self.budget - len(positives))))
+        words = positives + negatives
+        rng.shuffle(words)
+        user = sample["conversations"][2 * n]
+        user["content"], turn["word_spans"] = word_instruction(words, first=n == 0)
+        turn["classes"] = [words.index(positives[c]) for c in turn["classes"]]
+        turn["words"], turn["negatives"] = words, len(negatives)

@@ -32,8 +32,8 @@ from fclm_train.eval.report import format_table, make_report, write_report
 from fclm_train.eval.roc import RocMeter, normalize_roc_category, normalize_roc_prediction, semantic_iou
 from fclm_train.eval.segmentation import SegmentationMeter, expression_iou, mask_counts
 
-#: ``fclm-eval --task`` values (here, not in ``run``, so the CLI checks them before torch loads)
-TASKS = ("res", "reason", "roc", "dlc", "gcg")
+#: ``fclm-eval --seg-mode`` values (here, not in ``run``, so the CLI checks them before torch loads); the ``--task``
+#: values are the modules of :mod:`fclm_train.eval.tasks`
 SEG_MODES = ("generate", "forced")
 
 __all__ = [

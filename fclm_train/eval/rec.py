@@ -13,6 +13,7 @@ in the reference; both label 8-connected foreground the same way).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -81,3 +82,46 @@ class RecAccuracyMeter:
         if self.n == 0:
             raise ValueError("RecAccuracyMeter.compute() before any update()")
         return {"acc": self.hits / self.n, "hits": self.hits, "n": self.n}
+
+
+# --------------------------------------------------------------------------------------------- box answers
+#: Frames a box answer can be written in. ``input``: absolute pixels of the model's resized input (Qwen2.5-VL's
+#: grounding convention); ``original``: original-image pixels; ``norm1000``: 0..1000 (Qwen2-VL); ``norm1``: 0..1
+#: (Shikra, REF-VLM's box decoder targets).
+BOX_FRAMES = ("input", "original", "norm1000", "norm1")
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+_BOX_PATTERNS = (
+    re.compile(r"\[\s*" + r"\s*,\s*".join([_NUMBER] * 4) + r"\s*\]"),  # [x0, y0, x1, y1], {"bbox_2d": [...]}
+    re.compile(r"\(\s*" + _NUMBER + r"\s*,\s*" + _NUMBER + r"\s*\)\s*,?\s*\(\s*" + _NUMBER + r"\s*,\s*" + _NUMBER
+               + r"\s*\)"),  # (x0,y0),(x1,y1): Qwen2-VL's <|box_start|>...<|box_end|>  # fmt: skip
+)
+
+
+def parse_box_answer(text: str) -> Box | None:
+    """The first box written in an answer (``[x0, y0, x1, y1]`` or ``(x0,y0),(x1,y1)``), else None."""
+    found = [m for pattern in _BOX_PATTERNS if (m := pattern.search(text))]
+    if not found:
+        return None
+    first = min(found, key=lambda m: m.start())
+    x0, y0, x1, y1 = (float(v) for v in first.groups())
+    return x0, y0, x1, y1
+
+
+def box_to_original(box: Sequence[float], frame: str, original_hw: tuple[int, int],
+                    input_hw: tuple[int, int] | None = None) -> Box:  # fmt: skip
+    """A box in ``frame`` -> original-image pixels (xyxy); ``input_hw`` is needed for the ``input`` frame."""
+    height, width = original_hw
+    if frame == "original":
+        sx = sy = 1.0
+    elif frame == "input":
+        if input_hw is None:
+            raise ValueError("box frame 'input' needs the model's input size")
+        sy, sx = height / input_hw[0], width / input_hw[1]
+    elif frame == "norm1000":
+        sx, sy = width / 1000.0, height / 1000.0
+    elif frame == "norm1":
+        sx, sy = float(width), float(height)
+    else:
+        raise ValueError(f"box frame must be one of {BOX_FRAMES}, got {frame!r}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0 * sx, y0 * sy, x1 * sx, y1 * sy

@@ -18,20 +18,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fclm_data.masks import decode_rle, encode_mask
+from fclm_train.eval.captions import java_available
 from fclm_train.eval.cli import app
 from fclm_train.eval.dlc_bench import score_dlc_bench
 from fclm_train.eval.embedders import embedding_similarity
 from fclm_train.eval.gcg import GcgEvaluator, parse_gcg_output
 from fclm_train.eval.roc import RocMeter
-from fclm_train.eval.run import (
-    SegmentationTask,
-    evaluate,
-    evaluate_dlc_bench,
-    iter_raw_samples,
-    sample_entry,
-    segmentation_view,
-)  # fmt: skip
+from fclm_train.eval.run import evaluate, evaluate_dlc_bench, iter_raw_samples, sample_entry, segmentation_view
 from fclm_train.eval.segmentation import SegmentationMeter
+from fclm_train.eval.tasks.res import SegmentationTask
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +169,68 @@ def test_dlc_bench_scores_the_generated_captions(checkpoint, tmp_path):
     assert len(prompts) == 5  # a recognition question per region, then its questions
     expected = score_dlc_bench(captions, qa, {"7": "cat", "8": "dogs"}, lambda p: "A").summary()
     assert results == {"dlc_bench": expected} and expected["pos"] == 1.0 and expected["neg"] == 1.0
+
+
+def test_rec_report_equals_the_meter_on_mask_boxes(checkpoint, eval_shards, tmp_path):
+    from fclm_train.eval.rec import RecAccuracyMeter, mask_to_box
+
+    shards = eval_shards("eval_refcoco")
+    report, predictions = run_cli(checkpoint, shards, "rec", tmp_path, "--seg-mode", "forced")
+    samples = shard_samples(shards)
+    meters: dict[str, RecAccuracyMeter] = defaultdict(RecAccuracyMeter)
+    for prediction in predictions:
+        meta = samples[prediction["key"]]
+        region = meta["regions"][segmentation_view(meta)["seg_targets"][0]]
+        meters[sample_entry(meta["key"])].update_box(mask_to_box(decode_rle(prediction["masks"][0])), region["bbox"])
+    assert set(report["results"]) == set(meters)
+    for entry, meter in meters.items():
+        got = report["results"][entry]
+        assert got["metrics"] == {"acc": meter.compute()["acc"]}
+        assert got["counts"] == {"hits": meter.hits, "n": meter.n, "from_box": 0, "from_mask": meter.n, "no_answer": 0}
+
+
+def test_gres_report_equals_the_meter_and_forced_no_target_answers_have_no_mask(checkpoint, eval_shards, tmp_path):
+    from fclm_train.eval.gres import GresMeter
+
+    shards = eval_shards("eval_grefcoco")
+    report, predictions = run_cli(checkpoint, shards, "gres", tmp_path, "--seg-mode", "forced")
+    samples = shard_samples(shards)
+    meters: dict[str, GresMeter] = defaultdict(GresMeter)
+    for prediction in predictions:
+        meta = samples[prediction["key"]]
+        shape = (meta["image"]["height"], meta["image"]["width"])
+        masks = [decode_rle(m).astype(bool) for m in prediction["masks"]]
+        assert len(masks) == len(meta["seg_targets"])  # one mask per forced [SEG]
+        targets = [decode_rle(meta["regions"][i]["mask"]).astype(bool) for i in meta["seg_targets"]]
+        meters[sample_entry(meta["key"])].update(np.logical_or.reduce(masks) if masks else None,
+                                                 np.logical_or.reduce(targets) if targets else None, shape)
+    assert set(report["results"]) == {"grefcoco_val", "grefcoco_testA", "grefcoco_testB"}
+    for entry, meter in meters.items():
+        expected, got = meter.compute(), report["results"][entry]
+        assert got["metrics"] == {k: expected[k] for k in ("ciou", "giou", "n_acc", "t_acc")}
+        assert got["counts"] == {"n": expected["n"], "n_no_target": expected["n_no_target"]}
+        assert expected["n_no_target"] > 0 and expected["n_acc"] == 1.0  # forced: no [SEG], no mask
+    assert any(len(samples[p["key"]]["seg_targets"]) > 1 for p in predictions)  # multi-target in play
+
+
+@pytest.mark.skipif(not java_available(), reason="METEOR / PTBTokenizer need Java (apt-get install default-jre-headless)")
+def test_reg_report_equals_caption_scores_over_objects(checkpoint, eval_shards, tmp_path):
+    from fclm_train.eval.captions import caption_scores
+    from fclm_train.eval.tasks.reg import expression_of, object_id
+
+    shards = eval_shards("eval_reg")
+    report, predictions = run_cli(checkpoint, shards, "reg", tmp_path)
+    samples = shard_samples(shards)
+    assert {p["key"] for p in predictions} == set(samples)
+    references: dict[str, list[str]] = defaultdict(list)
+    candidates: dict[str, str] = {}
+    for prediction in predictions:
+        meta = samples[prediction["key"]]
+        obj = object_id(meta)
+        references[obj].append(expression_of(meta))
+        assert candidates.setdefault(obj, prediction["text"].strip()) == prediction["text"].strip()  # asked once
+    assert "<region>" in predictions[0]["prompt"]
+    expected = caption_scores(dict(references), candidates)
+    got = report["results"]["refcocog_val"]
+    assert got["metrics"] == pytest.approx(expected)
+    assert got["counts"] == {"n_objects": len(references), "n_expressions": len(predictions)}
