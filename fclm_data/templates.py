@@ -239,7 +239,7 @@ def res_question(template: str, expression: str) -> str:
 assert all(q.count(REGION_TOKEN) == 1 for q in DLC_QUESTIONS)
 assert all(a.count(SEG_TOKEN) == 1 for a in DLRES_ANSWERS)
 
-# ==== Paired views for grounding sources (consistency learning; the ``pair`` source option) ===
+# ==== Paired views for grounding sources (consistency learning; the ``pair`` source option) ==========
 # A grounding sample asked for ``pair`` gets a region-in / text-out view beside its text-in / [SEG]-out view
 # (fclm_data/sources/pairing.py). Detailed descriptions (Pix2Cap, Osprey) use Table 12 both ways
 # ("dlc_question", "dlres_question" / "dlres_answer"); short texts use the tables below.
@@ -260,7 +260,6 @@ REG_QUESTIONS = (
 TABLES["reg_question"] = REG_QUESTIONS
 assert all(q.count(REGION_TOKEN) == 1 for q in REG_QUESTIONS)
 # ==== end of paired views ==========================================================================
-=======
 # ==== formats and gRES (issue 15: REF-VLM / MVP-LM renderings, gRefCOCO) ===========================
 # Kept apart from the FCLM tables above; the grounding-pair templates of another change live elsewhere.
 
