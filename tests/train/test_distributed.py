@@ -35,7 +35,7 @@ def config(out: Path, shards: list[str], distributed: str = "ddp") -> dict:
 def torchrun(out: Path, shards: list[str], distributed: str) -> Path:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(Path(__file__).with_name("dist_worker.py")), json.dumps(config(out, shards, distributed))]  # fmt: skip
-    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return out
 
@@ -89,6 +89,14 @@ def two_nodes(logs: list[Path], *args: str) -> list[subprocess.Popen]:
     ]
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Kill what a failed assertion left running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_two_nodes_stop_together_on_sigterm_and_resume_exactly(ddp_run, tmp_path, mixed_build, stage2_build):
     import yaml
 
@@ -99,14 +107,17 @@ def test_two_nodes_stop_together_on_sigterm_and_resume_exactly(ddp_run, tmp_path
     recipe.write_text(yaml.safe_dump(config(out, [str(mixed_build), str(stage2_build)])))
     logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
     nodes = two_nodes(logs, "--recipe", str(recipe))
-    deadline = time.monotonic() + 400
-    while not any(f"step 1/{STEPS} |" in log.read_text() for log in logs):
-        assert all(n.poll() is None for n in nodes), "".join(log.read_text()[-3000:] for log in logs)
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    nodes[1].send_signal(signal.SIGTERM)  # the second machine is preempted (torchrun forwards it to its rank)
-    for node in nodes:
-        node.wait(300)
+    try:
+        deadline = time.monotonic() + 900
+        while not any(f"step 1/{STEPS} |" in log.read_text() for log in logs):
+            assert all(n.poll() is None for n in nodes), "".join(log.read_text()[-3000:] for log in logs)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        nodes[1].send_signal(signal.SIGTERM)  # the second machine is preempted (torchrun forwards it to its rank)
+        for node in nodes:
+            node.wait(900)
+    finally:
+        stop(nodes)
     text = "".join(log.read_text() for log in logs)
     assert "got SIGTERM" in logs[1].read_text(), text[-6000:]
     step_dir = resolve_checkpoint(out)
@@ -117,7 +128,10 @@ def test_two_nodes_stop_together_on_sigterm_and_resume_exactly(ddp_run, tmp_path
     assert [r["step"] for r in read_metrics(out)] == list(range(1, stopped + 1))
 
     resumed = two_nodes(logs, "--resume", str(out))
-    assert [n.wait(400) for n in resumed] == [0, 0], "".join(log.read_text()[-3000:] for log in logs)
+    try:
+        assert [n.wait(900) for n in resumed] == [0, 0], "".join(log.read_text()[-3000:] for log in logs)
+    finally:
+        stop(resumed)
     reference, metrics = read_metrics(ddp_run), read_metrics(out)
     assert [r["step"] for r in metrics] == list(range(1, STEPS + 1))
     for a, b in zip(reference, metrics):

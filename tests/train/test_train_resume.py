@@ -47,7 +47,7 @@ def launch(log: Path, *args: str) -> subprocess.Popen:
                             stderr=log.open("w"), env=env, cwd=ROOT)  # fmt: skip
 
 
-def wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float = 400) -> None:
+def wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float = 900) -> None:
     """Until the process has printed ``text`` (its step line) on stderr."""
     deadline = time.monotonic() + timeout
     while text not in log.read_text():
@@ -67,18 +67,28 @@ def interrupted(tmp_path_factory, mixed_build):
     run = tmp / "run"
     recipe = tmp / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(config(str(mixed_build), run)))
-    first = launch(tmp / "1.log", "--recipe", str(recipe))
-    wait_for_line(first, tmp / "1.log", "step 2/6 |")
-    first.send_signal(signal.SIGKILL)
-    assert first.wait(60) == -signal.SIGKILL
-    killed_at = checkpoint_step(run)
-    second = launch(tmp / "2.log", "--resume", str(run))  # alone: the saved config
-    wait_for_line(second, tmp / "2.log", f"step {killed_at + 1}/6 |")
-    second.send_signal(signal.SIGUSR1)
-    assert second.wait(300) == PREEMPTED_EXIT_CODE, (tmp / "2.log").read_text()[-3000:]
-    preempted_at = checkpoint_step(run)
-    third = launch(tmp / "3.log", "--resume", str(run), "--max-steps", "8")
-    assert third.wait(400) == 0, (tmp / "3.log").read_text()[-3000:]
+    procs: list[subprocess.Popen] = []
+    try:
+        first = launch(tmp / "1.log", "--recipe", str(recipe))
+        procs.append(first)
+        wait_for_line(first, tmp / "1.log", "step 2/6 |")
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(60) == -signal.SIGKILL
+        killed_at = checkpoint_step(run)
+        second = launch(tmp / "2.log", "--resume", str(run))  # alone: the saved config
+        procs.append(second)
+        wait_for_line(second, tmp / "2.log", f"step {killed_at + 1}/6 |")
+        second.send_signal(signal.SIGUSR1)
+        assert second.wait(900) == PREEMPTED_EXIT_CODE, (tmp / "2.log").read_text()[-3000:]
+        preempted_at = checkpoint_step(run)
+        third = launch(tmp / "3.log", "--resume", str(run), "--max-steps", "8")
+        procs.append(third)
+        assert third.wait(900) == 0, (tmp / "3.log").read_text()[-3000:]
+    finally:
+        for proc in procs:  # a failed wait leaves no process behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     logs = [(tmp / f"{i}.log").read_text() for i in (1, 2, 3)]
     return run, killed_at, preempted_at, logs
 
