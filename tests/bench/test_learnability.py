@@ -91,7 +91,7 @@ def test_smoke_run_of_stage_one_then_stage_two(tmp_path, capsys):
     assert stage2["stage"] == 2 and stage2["init_from"].endswith("seed7/stage1/both-on")
     assert [d["better"] for d in results["directions"]] == ["full"]
     report = capsys.readouterr().out
-    assert "smoke" in report.splitlines()[0] and "| 2 | stage2_off |" in report
+    assert "Learnability benchmark (smoke:" in report and "| 2 | stage2_off |" in report
     # a repeated command reuses the finished runs
     again = main(args)
     assert [r["train_s"] for r in again["rows"]] == [r["train_s"] for r in results["rows"]]
