@@ -87,11 +87,11 @@ def test_smoke_run_of_stage_one_then_stage_two(tmp_path, capsys):
     # stage 2 really starts from stage 1 and really switches the consistency terms off
     full, off = rows[(2, "full")]["final_loss"], rows[(2, "stage2_off")]["final_loss"]
     assert off["recon_loss"] == off["latent_loss"] == 0.0 < full["recon_loss"]
-    stage2 = json.loads((tmp_path / "seed7/stage2/full/step-2/train_config.json").read_text())
+    stage2 = json.loads((tmp_path / "seed7/stage2/full/step-000002/train_config.json").read_text())
     assert stage2["stage"] == 2 and stage2["init_from"].endswith("seed7/stage1/both-on")
     assert [d["better"] for d in results["directions"]] == ["full"]
     report = capsys.readouterr().out
-    assert "smoke" in report.splitlines()[0] and "| 2 | stage2_off |" in report
+    assert "Learnability benchmark (smoke:" in report and "| 2 | stage2_off |" in report
     # a repeated command reuses the finished runs
     again = main(args)
     assert [r["train_s"] for r in again["rows"]] == [r["train_s"] for r in results["rows"]]
