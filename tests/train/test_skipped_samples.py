@@ -144,5 +144,5 @@ def test_rotten_data_stops_the_run_with_the_reason(tmp_path, rotten_build):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    error = [line for line in result.stderr.splitlines() if line.startswith("fclm-train: error:")]
     assert len(error) == 1 and "more than max_skip_fraction 0.05" in error[0] and "truncated_shard" in error[0]
