@@ -26,7 +26,7 @@ quickstart: install
 	$(PYTHON) -m fclm_data.cli inspect $(DEMO)/stage2/shard-000000.tar --json -n 1
 	rm -rf $(QUICKSTART_RUN)
 	$(PYTHON) -m fclm_train.cli --recipe recipes/train/quickstart.yaml --out $(QUICKSTART_RUN)
-	$(PYTHON) -m fclm_train.infer.cli segment --checkpoint $(QUICKSTART_RUN) --image $(DEMO_IMAGE) --text "the white circle" --max-new-tokens 16 --out $(QUICKSTART_RUN)/segment.png
+	$(PYTHON) -m fclm_train.infer.cli segment --checkpoint $(QUICKSTART_RUN) --image $(DEMO_IMAGE) --text "white circle" --max-new-tokens 16 --out $(QUICKSTART_RUN)/segment.png
 	$(PYTHON) -m fclm_train.infer.cli describe --checkpoint $(QUICKSTART_RUN) --image $(DEMO_IMAGE) --box 174,127,260,213 --max-new-tokens 32 --out $(QUICKSTART_RUN)/describe.png
 	@echo "quickstart: loss curve in $(QUICKSTART_RUN)/metrics.jsonl, overlays $(QUICKSTART_RUN)/segment.png and describe.png"
 

@@ -7,7 +7,9 @@
 * :mod:`.cli`       ``fclm-infer segment | describe | classify | caption``
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 
 #: name -> submodule; imported on first use, so ``fclm-infer`` checks its arguments before torch loads
 _EXPORTS = {
@@ -24,4 +26,18 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(ModuleType):
+    """Loading a submodule binds it on its package; ``generate`` is the function (as when imported eagerly)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "generate" and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
