@@ -29,8 +29,8 @@ from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.sources import register_source
+from fclm_data.coco import CocoFile, is_id, read_coco
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
-from fclm_data.sources.refcoco import _coco_tables
 from fclm_data.templates import pick, res_question, with_image
 
 
@@ -67,26 +67,25 @@ class GRefCocoSource(Source):
         if self.instances_file in missing or self.refs_file in missing:
             return IndexResult([], [], missing)
         try:
-            images, anns, categories = _coco_tables(load_json_file(self.data_root, self.instances_file),
-                                                    self.instances_file)  # fmt: skip
+            coco = read_coco(self.data_root, self.instances_file)
             refs = self._load_refs()
         except Reject as exc:
             return IndexResult([], [self.reject(exc.file or self.refs_file, exc)], missing)
         result = IndexResult([], [], missing)
+        result.rejects += [self.reject(label, exc, file=self.instances_file) for label, exc in coco.entry_rejects]
         seen: set = set()
         for position, ref in enumerate(refs):
             if isinstance(ref, dict) and ref.get("split") != self.split:
                 continue
             record = f"ref {ref.get('ref_id', f'#{position}') if isinstance(ref, dict) else f'#{position}'}"
             try:
-                entry = _check_gref(ref, anns, images, seen)
+                entry, image = _check_gref(ref, coco, seen)
             except Reject as exc:
-                result.rejects.append(self.reject(record, exc, file=self.refs_file))
+                result.rejects.append(self.reject(record, exc, file=exc.file or self.refs_file))
                 continue
-            entry["categories"] = [categories.get(anns[a].get("category_id")) for a in entry["ann_ids"]]
             for sent_id, sent in entry.pop("sentences"):
                 uid = f"{self.split}-{entry['ref_id']}-{sent_id}"
-                payload = {"image": images[ref["image_id"]], "ref": entry, "sent_id": sent_id, "sent": sent}
+                payload = {"image": image, "ref": entry, "sent_id": sent_id, "sent": sent}
                 result.units.append(Unit(uid, payload, str(ref["image_id"]), self.refs_file))
         return result
 
@@ -145,27 +144,29 @@ class GRefCocoSource(Source):
         return aid, template.format(class_name=expression.strip(), seg=segs)
 
 
-def _check_gref(ref: Any, anns: dict, images: dict, seen: set) -> dict:
-    """Validate one gRefCOCO ref; returns the compact entry the units carry."""
+def _check_gref(ref: Any, coco: CocoFile, seen: set) -> tuple[dict, dict]:
+    """Validate one gRefCOCO ref against instances.json (the shared COCO reader: duplicated ids are rejected);
+    returns the compact entry the units carry and the image's checked metadata."""
     if not isinstance(ref, dict):
         raise Reject("malformed_annotation", f"ref is a {type(ref).__name__}, not a dict")
     missing = {"ref_id", "ann_id", "image_id", "split", "sentences"} - set(ref)
     if missing:
         raise Reject("malformed_annotation", f"ref lacks {sorted(missing)}")
+    if not is_id(ref["ref_id"]) or not is_id(ref["image_id"]):
+        raise Reject("malformed_annotation", "ref_id/image_id are not ints or strings")
     if ref["ref_id"] in seen:
         raise Reject("duplicate_id", f"ref_id {ref['ref_id']} appears twice")
     seen.add(ref["ref_id"])
-    if ref["image_id"] not in images:
-        raise Reject("malformed_annotation", f"image_id {ref['image_id']} is not in instances.json")
+    image = coco.image_meta(ref["image_id"], check_name=False)  # the name is checked when the image is read
     ann_ids = ref["ann_id"] if isinstance(ref["ann_id"], list) else [ref["ann_id"]]
     no_target = ann_ids == [-1]
     if bool(ref.get("no_target", no_target)) != no_target:
         raise Reject("malformed_annotation", f"no_target={ref.get('no_target')} but ann_id={ann_ids}")
     targets = []
     for ann_id in [] if no_target else ann_ids:
-        ann = anns.get(ann_id)
-        if ann is None or ann.get("image_id") != ref["image_id"]:
-            raise Reject("malformed_annotation", f"ann_id {ann_id} is missing or not on image {ref['image_id']}")
+        ann = coco.annotation(ann_id)
+        if ann.get("image_id") != ref["image_id"]:
+            raise Reject("malformed_annotation", f"ann_id {ann_id} is not on image {ref['image_id']}")
         if not ann.get("iscrowd"):
             targets.append(ann)
     if not no_target and not targets:
@@ -175,8 +176,9 @@ def _check_gref(ref: Any, anns: dict, images: dict, seen: set) -> dict:
     sentences = [(sid, text) for sid, text in sentences if text]
     if not sentences:
         raise Reject("bad_text", "ref has no non-empty sentence")
-    return {"ref_id": ref["ref_id"], "ann_ids": [a["id"] for a in targets],
-            "segmentations": [a.get("segmentation") for a in targets], "sentences": sentences}  # fmt: skip
+    categories = [coco.categories.get(a.get("category_id")) if is_id(a.get("category_id")) else None for a in targets]
+    return {"ref_id": ref["ref_id"], "ann_ids": [a["id"] for a in targets], "categories": categories,
+            "segmentations": [a.get("segmentation") for a in targets], "sentences": sentences}, image  # fmt: skip
 
 
 register_source(
