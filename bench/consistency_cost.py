@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fclm_train.model import FCLMConfig, build_fclm  # noqa: E402
-from fclm_train.model.config import _deep_merge  # noqa: E402
+from fclm_train.config import deep_merge  # noqa: E402
 from fclm_train.model.testing import ToySample, build_tiny_tokenizer, make_inputs, tiny_token_map  # noqa: E402
 
 SETTINGS = {
@@ -75,7 +75,7 @@ def build(config: str, setting: str, device: torch.device):
     if config == "learnability":
         from bench.learnability.run import LEARNABILITY_MODEL
 
-        cfg = FCLMConfig.preset("tiny", **_deep_merge(LEARNABILITY_MODEL, overrides))
+        cfg = FCLMConfig.preset("tiny", **deep_merge(LEARNABILITY_MODEL, overrides))
     else:
         cfg = FCLMConfig.preset(config, **overrides)
     torch.manual_seed(0)

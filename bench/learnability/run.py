@@ -175,10 +175,10 @@ def train_stage(out: Path, shards: Path, cfg: BenchConfig, stage: int, overrides
 
 def model_overrides(base: dict[str, Any], architecture: str, level: str) -> dict[str, Any]:
     """The learnability model with an architecture's switches and a consistency level's loss weights."""
-    from fclm_train.model.config import _deep_merge
+    from fclm_train.config import deep_merge
 
-    merged = _deep_merge(base, ARCHITECTURES[architecture])
-    return _deep_merge(merged, {"loss": CONSISTENCY[level]})
+    merged = deep_merge(base, ARCHITECTURES[architecture])
+    return deep_merge(merged, {"loss": CONSISTENCY[level]})
 
 
 def evaluate_heldout(predictor, heldout_shards: Path, cfg: BenchConfig) -> dict[str, Any]:
