@@ -57,14 +57,14 @@ def prompt_masks(sample: dict, indices: list[int]) -> tuple[dict[int, np.ndarray
         return {}, None
     try:
         from fclm_train.data.encode import EncoderConfig, RegionMasks
-        from fclm_train.data.vision import long_side_size
+        from fclm_train.data.vision import frame_scale, long_side_size
     except ImportError as exc:
         return {}, f"visual prompts shown as region masks: the trainer's prompt drawing needs fclm[train] ({exc})"
     side = EncoderConfig().side
     height, width = sample["image"]["height"], sample["image"]["width"]
     frame_h, frame_w = long_side_size(height, width, side)
     meta = {**sample, "visual_prompt": sample.get("visual_prompt", "mask")}  # fclm-infer's overlays carry none
-    masks = RegionMasks(meta, side, frame_h / height)  # what Encoder._with_pixels passes
+    masks = RegionMasks(meta, side, frame_scale(height, width, side))  # (x, y) factors, as the encoder passes them
     return {i: masks.prompt(i)[:frame_h, :frame_w].numpy() for i in indices}, None
 
 

@@ -152,7 +152,7 @@ def test_parsers_refuse_tampered_text(builds):
 
 def test_bad_format_names_are_one_line_errors(tmp_path):
     result = CliRunner().invoke(app, ["build", "--source", "refcoco", "--format", "llava", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "--format must be one of" in result.output
+    assert result.exit_code == 2 and "--format 'llava' is not one of" in result.output
     with pytest.raises(RecipeError, match="format 'llava' is not one of fclm, refvlm, mvplm"):
         parse_recipe({"sources": [{"source": "refcoco"}], "format": "llava"}, "r.yaml")
     assert parse_recipe({"sources": [{"source": "refcoco"}], "format": "refvlm"}).format == "refvlm"
