@@ -125,6 +125,8 @@ _TASK_NEEDS = {
     "res": "[SEG] targets (an eval_refcoco / eval_reasonseg build, or Describe-Anything pairs)",
     "reason": "[SEG] targets (an eval_reasonseg build)", "roc": "task 'roc' samples (an eval_roc build)",
     "gcg": "task 'gcg' samples (an eval_gcg build)", "dlc": "task 'dlc_dlres' samples (Describe-Anything shards)",
+    "rec": "[SEG] targets (an eval_refcoco build)", "reg": "[SEG] targets with expressions (an eval_reg build)",
+    "gres": "task 'gres' samples (an eval_grefcoco build)",
 }  # fmt: skip
 
 
@@ -142,14 +144,16 @@ def _check_shards(spec: str, task: str) -> None:
         fail(f"--shards {spec!r}: its first sample is not an fclm-data sample ({type(exc).__name__}: {exc})")
     if not _suits(task, first):
         fail(f"--shards {spec!r} does not suit --task {task}: its samples are task {first.get('task')!r} "
-             f"(e.g. {first.get('key')}); --task {task} needs {_TASK_NEEDS[task]}")  # fmt: skip
+             f"(e.g. {first.get('key')}); --task {task} needs {_TASK_NEEDS.get(task, 'other samples')}")  # fmt: skip
 
 
 def _suits(task: str, meta: dict) -> bool:
-    if task in ("res", "reason"):
+    """Whether a shard's first sample can feed ``task`` (a task registered without an entry here is not checked)."""
+    if task in ("res", "reason", "rec", "reg"):
         pair = meta.get("pair") or {}
         return bool(meta.get("seg_targets") or pair.get("seg_targets"))
-    return meta.get("task") == {"roc": "roc", "gcg": "gcg", "dlc": "dlc_dlres"}[task]
+    wanted = {"roc": "roc", "gcg": "gcg", "dlc": "dlc_dlres", "gres": "gres"}.get(task)
+    return wanted is None or meta.get("task") == wanted
 
 
 def _predictor(checkpoint: Path, device: str, dtype: str, max_new_tokens: int, seed: int):
