@@ -16,7 +16,6 @@ Progress goes to stderr, the table to stdout; ``--predictions`` writes every ans
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 import time
@@ -29,9 +28,6 @@ from fclm_data.commands.checks import existing_directory, fail, one_of, output_f
 from fclm_train.eval.rec import BOX_FRAMES
 from fclm_train.eval.tasks import TaskOptions, task_names
 
-#: ``--task`` choices: the registry's task modules; ``--box-frame`` choices: the REC box frames
-TaskName = enum.Enum("TaskName", {name: name for name in task_names()}, type=str)
-BoxFrame = enum.Enum("BoxFrame", {name: name for name in BOX_FRAMES}, type=str)
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
 
@@ -39,7 +35,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 @app.command()
 def main(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint step directory, or a run directory (its latest).")],
-    task: Annotated[TaskName, typer.Option(help="The eval task (fclm_train/eval/tasks/<name>.py).")],
+    task: Annotated[str, typer.Option(help=f"The eval task (fclm_train/eval/tasks/<name>.py): {' | '.join(task_names())}.")],
     shards: Annotated[Optional[list[str]], typer.Option(help="Evaluation shards: a build directory, brace pattern or tar (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="The JSON report.")] = Path("report.json"),
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples (DLC-Bench: regions).")] = None,
@@ -57,14 +53,13 @@ def main(
     judge_url: Annotated[Optional[str], typer.Option(help="dlc: OpenAI-compatible judge endpoint (default: $FCLM_JUDGE_BASE_URL, then http://localhost:9000/v1).")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="dlc: judge model (default: $FCLM_JUDGE_MODEL, then Meta-Llama-3.1-8B-Instruct).")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Write every answer (text, mask RLEs) as JSON lines here.")] = None,
-    box_frame: Annotated[BoxFrame, typer.Option(help="rec: the frame of box answers: input (Qwen2.5-VL absolute pixels of the model's resized input) | original | norm1000 (Qwen2-VL) | norm1 (Shikra / REF-VLM).")] = BoxFrame.input,
+    box_frame: Annotated[str, typer.Option(help="rec: the frame of box answers: input (Qwen2.5-VL absolute pixels of the model's resized input) | original | norm1000 (Qwen2-VL) | norm1 (Shikra / REF-VLM).")] = "input",
 ) -> None:
     """Evaluate a checkpoint: per entry of the shards, the task's metrics with the reference semantics."""
     from fclm_train.data.shards import ShardError
 
-    task, box_frame = TaskName(task).value, BoxFrame(box_frame).value
     _check_arguments(checkpoint, task, shards, out, limit, batch_size, device, dtype, max_new_tokens, seg_mode,
-                     dlc_bench, predictions, minilm, bert)  # fmt: skip
+                     dlc_bench, predictions, minilm, bert, box_frame)  # fmt: skip
     import torch
 
     from fclm_train.eval.report import format_table, make_report, write_report
@@ -98,12 +93,15 @@ def main(
 
 
 def _check_arguments(checkpoint, task, shards, out, limit, batch_size, device, dtype, max_new_tokens, seg_mode,
-                     dlc_bench, predictions, minilm, bert) -> None:  # fmt: skip
+                     dlc_bench, predictions, minilm, bert, box_frame) -> None:  # fmt: skip
     """Every plain mistake, as one line, before torch and the model load (a few seconds, not a minute)."""
     from fclm_train.eval import SEG_MODES
     from fclm_train.infer.cli import check_checkpoint, check_device
 
     one_of("--task", task, task_names())
+    one_of("--box-frame", box_frame, BOX_FRAMES)
+    if not shards and not (task == "dlc" and dlc_bench):  # the registry's needs_shards is checked again later
+        fail("give --shards (or, for --task dlc, --dlc-bench)")
     one_of("--seg-mode", seg_mode, SEG_MODES)
     one_of("--dtype", dtype, ("auto", "float32", "bfloat16"))
     check_device(device)

@@ -31,7 +31,7 @@ def places(stage2_build: Path, tmp_path_factory) -> dict[str, str]:
 
 EVAL = ["--checkpoint", "{run}", "--out", "{root}/report.json"]
 EVAL_CASES = [
-    (["--task", "vqa", "--shards", "{stage2}", *EVAL], "--task 'vqa' is not one of res, reason, roc, dlc, gcg"),
+    (["--task", "vqa", "--shards", "{stage2}", *EVAL], "--task 'vqa' is not one of dlc, gcg, gres, reason, rec, reg, res, roc"),
     (["--task", "res", "--shards", "{missing}", *EVAL], "--shards '{missing}': {missing} does not exist"),
     (["--task", "res", "--shards", "{empty}", *EVAL], "holds no shards (*.tar) and no manifest.json"),
     (["--task", "res", "--shards", "{missing}/shard-{{000000..000003}}.tar", *EVAL], "4 of 4 shards do not exist"),

@@ -139,10 +139,10 @@ def test_rotten_data_stops_the_run_with_the_reason(tmp_path, rotten_build):
         Trainer(_config(tmp_path / "a", [str(rotten_build)], 0.05, steps=8)).run()
     command = [sys.executable, "-m", "fclm_train.cli", "--shards", str(rotten_build), "--model", "tiny",
                "--max-steps", "4", "--global-batch-size", "2", "--micro-batch-size", "1", "--num-workers", "0",
-               "--shuffle-buffer", "4", "--no-tensorboard", "--no-gradient-checkpointing",
+               "--shuffle-buffer", "4", "--report-to", "none", "--no-gradient-checkpointing",
                "--max-skip-fraction", "0.05", "--out", str(tmp_path / "b")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("fclm-train: error:")]
-    assert len(error) == 1 and "more than max_skip_fraction 0.05" in error[0] and "truncated_shard" in error[0]
+    assert len(error) == 1 and "more than max_skip_fraction 0.05" in error[0] and "truncated_shard" in error[0], result.stderr[-1500:]
