@@ -140,7 +140,18 @@ def make_plan(
     """
     tasks = [(i, e.source, str(data_root), e.options) for i, e in enumerate(recipe.entries)]
     indexes: dict[int, IndexResult] = {}
-    for item in (map_unordered or _serial_map)(index_entry, tasks):
+    run = map_unordered or _serial_map
+    crashed: list[tuple] = []
+    for item in run(index_entry, tasks):
+        if isinstance(item, TaskCrashed):  # a dying worker also fails the tasks beside it: each is rerun alone
+            crashed.append(item.task)
+            continue
+        position, index = item
+        indexes[position] = index
+        if on_source:
+            on_source(recipe.entries[position].label)
+    for task in sorted(crashed, key=lambda t: t[0]):
+        (item,) = list(run(index_entry, [task]))
         position, index = _crashed_index(item) if isinstance(item, TaskCrashed) else item
         indexes[position] = index
         if on_source:
