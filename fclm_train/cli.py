@@ -145,7 +145,7 @@ def resolve_config(recipe: Path | None, resume: Path | None, flags: dict[str, An
 
 def preflight(cfg: TrainConfig, step_dir: Path | None, allow_inexact: bool):
     """The checks that need no torch: output directory, shards, batch arithmetic, resume exactness; the plan."""
-    from .data.shards import resolve_shard_set
+    from .data.shards import require_format, resolve_shard_set
     from .plan import plan_run
     from .rundir import SavedRun, has_checkpoint
 
@@ -163,8 +163,11 @@ def preflight(cfg: TrainConfig, step_dir: Path | None, allow_inexact: bool):
     for s in cfg.data.shards + cfg.val.shards:
         _check_local(s.pattern, "--shards" if s in cfg.data.shards else "--val-shards")
     sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.data.shards]
+    for spec, shard_set in zip(cfg.data.shards, sets):  # REF-VLM / MVP-LM builds are other models' inputs
+        require_format(shard_set, "fclm", "fclm-train (the FCLM model)", f"--shards {spec.pattern}")
     for s in cfg.val.shards:
-        resolve_shard_set(s.pattern, s.weight, s.name)
+        require_format(resolve_shard_set(s.pattern, s.weight, s.name), "fclm", "fclm-train (the FCLM model)",
+                       f"--val-shards {s.pattern}")  # fmt: skip
     warmup = None
     if step_dir is not None:
         saved = SavedRun.read(step_dir)

@@ -111,9 +111,13 @@ class DataConfig(_Checked):
     max_skip_fraction: float = 0.01
     #: "worker": loader workers decode JPEGs (PIL, with ``draft``); "device": the training step does (nvJPEG on CUDA)
     jpeg_decode: Literal["worker", "device"] = "worker"
+    #: MVP-LM shards (issue 15): names per word list after the loader pads it with absent categories. MVP-LM §3
+    #: ("Randomness in Training Pairs") balances positives and negatives "within VLLM input sequence length
+    #: constraints" and gives no number; 80 (COCO's category count) is ours. A list with more positives keeps them all
+    mvplm_word_budget: int = 80
 
     def validate(self) -> None:
-        self._positive("micro_batch_size", "prefetch_factor", "max_length")
+        self._positive("micro_batch_size", "prefetch_factor", "max_length", "mvplm_word_budget")
         self._positive("num_workers", "shuffle_buffer", allow_zero=True)
 
 

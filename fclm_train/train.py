@@ -152,11 +152,7 @@ class Trainer:
         if not cfg.data.shards:
             raise ConfigError("data.shards: no shards; pass --shards PATTERN[:WEIGHT] (or data.shards in a recipe)")
         sets = [resolve_shard_set(s.pattern, s.weight, s.name) for s in cfg.data.shards]
-        loader = LoaderConfig(
-            micro_batch_size=cfg.data.micro_batch_size, batch_unit=cfg.data.batch_unit,
-            num_workers=cfg.data.num_workers, shuffle_buffer=cfg.data.shuffle_buffer,
-            prefetch_factor=cfg.data.prefetch_factor, seed=cfg.seed,
-        )  # fmt: skip
+        loader = LoaderConfig.from_data(cfg.data, seed=cfg.seed)
         return ShardLoader(sets, self.tokenizer, self._encoder_config(), loader, self.info.rank,
                            self.info.world_size, pin_memory=self.info.device.type == "cuda")  # fmt: skip
 
@@ -329,8 +325,8 @@ class Trainer:
 
         val, world = self.cfg.val, self.info.world_size
         total = min(val.max_samples, sum(s.num_samples for s in self.val_sets))
-        config = LoaderConfig(micro_batch_size=val.micro_batch_size, batch_unit=self.cfg.data.batch_unit,
-                              num_workers=0, shuffle_buffer=1, seed=self.cfg.seed)  # fmt: skip
+        config = LoaderConfig.from_data(self.cfg.data, seed=self.cfg.seed, micro_batch_size=val.micro_batch_size,
+                                        num_workers=0, shuffle_buffer=1)  # fmt: skip
         loader = ShardLoader(self.val_sets, self.tokenizer, self._encoder_config(), config, self.info.rank, world)
         meter = SegmentationMeter()
         lm = mask = tokens = objects = loss = batches = samples = 0.0

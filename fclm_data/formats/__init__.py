@@ -33,6 +33,9 @@ class Format:
     expected: Callable[[dict[str, Any]], Targets]  #: FCLM sample dict -> the targets its rendering must carry
     input_token: str | None  #: the visual-prompt input placeholder (user turns), None when the format has none
     output_token: str  #: the output placeholder (assistant turns)
+    #: the tokens of the format's text a model must see as one token each (the loader's tokenizer adds them after
+    #: FCLM's three, ``fclm_train.data.tokenizer.add_format_tokens``); FCLM's own are the model's, so ``()`` here
+    special_tokens: tuple[str, ...] = ()
 
 
 def get_format(name: str) -> Format:

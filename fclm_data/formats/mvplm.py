@@ -171,7 +171,7 @@ def _groups(entries: list[tuple[int, str, int]]) -> list[Group]:
 def _format():
     from fclm_data.formats import Format
 
-    return Format("mvplm", render, parse, expected, None, PER)
+    return Format("mvplm", render, parse, expected, None, PER, (PER,))
 
 
 FORMAT = _format()

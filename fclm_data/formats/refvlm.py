@@ -37,6 +37,9 @@ REF = "<REF>"
 PHRASE = ("<Phrase>", "</Phrase>")
 UNIT = ("<Unit>", "</Unit>")
 TASK = ("<Task>", "</Task>")
+#: REF-VLM's special tokens in the issue's order (paper §3.1 TRP: ``<Phrase> </Phrase> <Unit> </Unit> <REF>``,
+#: ``[VPT]`` for visual prompts; §3.2 VD-CoT: ``<Task> </Task>``); one token each in a model's vocabulary
+SPECIAL_TOKENS = (*PHRASE, *UNIT, REF, VPT, *TASK)
 #: REF-VLM task names in its system command; ``grounding_segmentation`` is the code's RES name, the rest ours
 TASK_NAMES = {
     "res": "grounding_segmentation", "gres": "grounding_segmentation", "reason_seg": "reasoning_segmentation",
@@ -153,7 +156,7 @@ def parse(sample: dict[str, Any]) -> Targets:
 def _format():
     from fclm_data.formats import Format
 
-    return Format("refvlm", render, parse, fclm_targets, VPT, REF)
+    return Format("refvlm", render, parse, fclm_targets, VPT, REF, SPECIAL_TOKENS)
 
 
 FORMAT = _format()

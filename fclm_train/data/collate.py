@@ -6,6 +6,10 @@ the right to the longest row; each sample's image travels once and ``row_image``
 batch, which is the order in which rows list them, so ``consistency_pairs`` are the per-sample pairs shifted by
 the occurrences of the rows before. Inside a loader worker the flat pixel and mask buffers are written straight
 into shared memory, so the batch reaches the main process without another copy.
+
+REF-VLM / MVP-LM samples (``EncoderConfig.format``) add :class:`~fclm_train.data.device.FormatTargets`: their
+rows' :class:`~fclm_train.data.format_rows.FormatRow` fields with outputs numbered over the batch and spans
+tagged with their row; FCLM batches have ``targets=None`` and are built exactly as before.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import get_worker_info
 
-from .device import CompactBatch, compact_batch
+from .device import CompactBatch, FormatTargets, compact_batch
 from .encode import IGNORE_INDEX, EncodedSample, EncoderConfig
 
 
@@ -38,6 +42,33 @@ def collate(samples: list[EncodedSample], pad_token_id: int, image_token_id: int
         region_specs=[row.region_specs for _, row in rows], seg_specs=[row.seg_refs for _, row in rows],
         ignore_specs=[row.ignore_refs for _, row in rows], consistency_pairs=_consistency_pairs(samples),
         seed=seed, allocate=_shared if get_worker_info() is not None else None,
+        targets=_format_targets(samples, [row for _, row in rows]),
+    )  # fmt: skip
+
+
+def _format_targets(samples: list[EncodedSample], rows: list) -> FormatTargets | None:
+    """The batch's REF-VLM / MVP-LM fields (None for FCLM samples); outputs renumbered row-major over the batch."""
+    formats = sorted({sample.format for sample in samples})
+    if formats == ["fclm"]:
+        return None
+    if len(formats) > 1:
+        raise ValueError(f"a batch mixes sample formats {formats}; one loader reads one format")
+    boxes, outputs, classes, units, spans, word_based, output_rows = [], [], [], [], [], [], []
+    for b, row in enumerate(rows):
+        t, before = row.targets, len(word_based)
+        boxes += t.boxes
+        outputs += [before + o for o in t.outputs]
+        classes += t.classes
+        units += t.units
+        spans += [(b, before + o, start, end) for o, start, end in t.word_spans]
+        word_based += t.word_based
+        output_rows += [b] * len(t.word_based)
+    long = torch.long
+    return FormatTargets(
+        format=formats[0], boxes=torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+        outputs=torch.tensor(outputs, dtype=long), classes=torch.tensor(classes, dtype=long),
+        units=torch.tensor(units, dtype=long), output_batch_index=torch.tensor(output_rows, dtype=long),
+        word_based=torch.tensor(word_based, dtype=torch.bool), word_spans=torch.tensor(spans, dtype=long).view(-1, 4),
     )  # fmt: skip
 
 

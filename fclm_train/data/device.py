@@ -91,6 +91,38 @@ def unpack_masks(packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 @dataclass
+class FormatTargets:
+    """A REF-VLM / MVP-LM batch's fields beyond :class:`FCLMInputs` (``fclm_train.data.format_rows``).
+
+    Targets are numbered like ``seg_specs`` (row-major, reading order; their masks are ``seg_masks``); *outputs*
+    are the occurrences of the format's output token (REF-VLM ``<REF>``, MVP-LM ``<PER>``) numbered row-major
+    over ``input_ids``, as ``(input_ids == id).nonzero()`` lists them.
+    """
+
+    format: str  #: "refvlm" or "mvplm"
+    boxes: torch.Tensor  #: (K, 4) float32: x0, y0, x1, y1 of each target in original-image pixels
+    outputs: torch.Tensor  #: (K,) long: the output occurrence that decodes each target
+    classes: torch.Tensor  #: (K,) long: MVP-LM's class (index in its turn's word list); -1 for REF-VLM
+    units: torch.Tensor  #: (K,) long: 0 the mask is ground truth, 1 a box-only region (its mask is the box)
+    output_batch_index: torch.Tensor  #: (O,) long: the row of each output occurrence
+    word_based: torch.Tensor  #: (O,) bool: MVP-LM word-based turn (CE over its list); False: sentence / REF-VLM
+    #: (W, 4) long (row, output, start, end): each name's token span [start, end) in input_ids[row], in list
+    #: order, ``output`` being its turn's ``<PER>`` (a sentence-based turn: its expression); (0, 4) for REF-VLM
+    word_spans: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> FormatTargets:
+        return dataclasses.replace(self, **{name: value.to(device, non_blocking=non_blocking)
+                                            for name, value in self._tensors().items()})  # fmt: skip
+
+    def pin_memory(self) -> FormatTargets:
+        return dataclasses.replace(self, **{name: value.pin_memory() for name, value in self._tensors().items()})
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
+
+
+@dataclass
 class CompactBatch:
     """What a loader worker yields: text tensors final, pixels and masks compact (see the module docstring)."""
 
@@ -118,6 +150,10 @@ class CompactBatch:
     seg_specs: torch.Tensor  #: (K, 2) long (image, mask index or NO_MASK)
     ignore_specs: torch.Tensor | None  #: (K, 2) long like seg_specs; None when no [SEG] has an ignore region
     seed: int = 0
+    #: REF-VLM / MVP-LM batches: boxes, classes, word spans (``targets.to(device)``); None for FCLM batches.
+    #: Their ``prepare()`` gives the same tensors as FCLM's: [VPT] prompts in ``region_masks``, targets' masks
+    #: in ``seg_masks`` (the FCLM model's own check, ``FCLMInputs.validate``, does not apply to them)
+    targets: FormatTargets | None = None
 
     @property
     def batch_size(self) -> int:
@@ -125,8 +161,12 @@ class CompactBatch:
 
     def pin_memory(self) -> CompactBatch:
         """Page-locked copies (the DataLoader's pinning thread) so the host-to-device copies overlap compute."""
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)
-                                            if isinstance(getattr(self, f.name), torch.Tensor)})  # fmt: skip
+        pinned = dataclasses.replace(self, **{f.name: getattr(self, f.name).pin_memory()
+                                              for f in dataclasses.fields(self)
+                                              if isinstance(getattr(self, f.name), torch.Tensor)})  # fmt: skip
+        if self.targets is not None:
+            pinned.targets = self.targets.pin_memory()
+        return pinned
 
     def prepare(self, device: torch.device | str = "cpu") -> FCLMInputs:
         """The model's batch on ``device``: Qwen patches, SAM frames and frame-sized masks built there."""
@@ -328,7 +368,7 @@ def compact_batch(
     *, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, image_token_id: int,
     geometry: ImageGeometry, images: list[CompactImage], row_image: list[int], grids: list[tuple[int, int, int]],
     region_specs: list[list[tuple[int, ...]]], seg_specs: list[list[int]], ignore_specs: list[list[int]],
-    consistency_pairs: torch.Tensor, seed: int = 0, allocate=None,
+    consistency_pairs: torch.Tensor, seed: int = 0, allocate=None, targets: FormatTargets | None = None,
 ) -> CompactBatch:  # fmt: skip
     """A :class:`CompactBatch` from per-row lists (``*_specs[b]``: row b's occurrences, in reading order; region
     specs ``(kind, a, b, c, d)``, [SEG] and ignore specs a mask index or NO_MASK, all local to the row's image).
@@ -369,7 +409,7 @@ def compact_batch(
                                dtype=torch.long).view(-1, 2),  # fmt: skip
         ignore_specs=torch.tensor([(row_image[b], k) for b, specs in enumerate(ignore_specs) for k in specs],
                                   dtype=torch.long).view(-1, 2) if has_ignore else None,  # fmt: skip
-        seed=seed,
+        seed=seed, targets=targets,
     )  # fmt: skip
 
 

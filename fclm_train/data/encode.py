@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +49,9 @@ from .device import (
     pack_frame,
     pack_mask,
 )
+from .format_rows import FormatRow, mvplm_row, refvlm_row
 from .prompts import box_on_frame, prompt_mask
+from .tokenizer import format_token_ids
 from .vision import (
     frame_scale,
     image_token_count,
@@ -78,6 +81,9 @@ class EncoderConfig:
     #: "worker": JPEGs decoded in the loader workers (PIL, reduced DCT scale); "device": shipped as bytes and
     #: decoded by the device step (nvJPEG on CUDA, libjpeg-turbo otherwise), header checked in the worker
     jpeg_decode: str = DataConfig.jpeg_decode
+    #: the sample format this encoder reads (``fclm-data build --format``); samples of another are skipped and
+    #: counted (``format_mismatch``). "refvlm" / "mvplm" rows carry :class:`~.format_rows.FormatRow` fields
+    format: str = "fclm"
 
     @property
     def geometry(self) -> ImageGeometry:
@@ -95,6 +101,7 @@ class EncodedRow:
     ignore_refs: list[int]  #: mask index of its ignore region, or ``device.NO_MASK``, per [SEG]
     region_ids: list[int]  #: schema region index per <region> occurrence
     seg_ids: list[int]  #: schema region index per [SEG] occurrence
+    targets: FormatRow | None = None  #: REF-VLM / MVP-LM rows: boxes, classes, word spans (None: FCLM)
 
 
 @dataclass
@@ -110,6 +117,7 @@ class EncodedSample:
     original_size: tuple[int, int]  #: (H, W)
     #: (region occurrence in rows[0], [SEG] occurrence in rows[1]) of the same region; [] when unpaired
     pairs: list[tuple[int, int]] = field(default_factory=list)
+    format: str = "fclm"  #: the sample's format (``EncoderConfig.format``)
 
 
 class ChatTemplate:
@@ -137,17 +145,60 @@ class ChatTemplate:
             ids += self._encode(piece.removeprefix("\n"))  # Qwen's template: text follows <|vision_end|> directly
         return ids
 
+    def content_spans(self, content: str, n_image_tokens: int, spans: Sequence[tuple[int, int]]
+                      ) -> tuple[list[int], list[tuple[int, int]]]:  # fmt: skip
+        """:meth:`content_ids` tokenised piecewise at the edges of ``spans`` (character [start, end) in
+        ``content``) -> (ids, each span's token [start, end)).
+
+        Each piece is tokenised on its own, so a span is whole tokens that decode to exactly its text: in one pass
+        Qwen's BPE would glue the space before a name to it (" dog") and merge a name's last punctuation with the
+        ", " after it ("(tv)," is one pre-token), and the same name would get other ids first in a list than
+        after a comma. Pieces decode to the same text as the whole; only the ids at the edges differ.
+        """
+        if not spans:
+            return self.content_ids(content, n_image_tokens), []
+        edges = sorted({0, len(content), *(edge for span in spans for edge in span)})
+        ids: list[int] = []
+        at = {}
+        for start, end in zip(edges, edges[1:]):
+            at[start] = len(ids)
+            ids += self.content_ids(content[start:end], n_image_tokens)
+        at[len(content)] = len(ids)
+        return ids, [(at[start], at[end]) for start, end in spans]
+
     def encode(self, turns: list[dict], n_image_tokens: int) -> tuple[list[int], list[int]]:
         """(input_ids, labels): assistant content and its <|im_end|> supervised, all else -100."""
-        ids, labels = list(self.system), [IGNORE_INDEX] * len(self.system)
-        for turn in turns:
+        ids, labels, _ = self.encode_spans(turns, n_image_tokens)
+        return ids, labels
+
+    def encode_spans(
+        self, turns: list[dict], n_image_tokens: int, systems: list[str] | None = None,
+        spans: dict[int, Sequence[tuple[int, int]]] | None = None,
+    ) -> tuple[list[int], list[int], dict[int, list[tuple[int, int]]]]:  # fmt: skip
+        """:meth:`encode` for the REF-VLM / MVP-LM formats, plus the token spans of ``spans[t]`` (character
+        spans in turn t's content, :meth:`content_spans`) as positions in ``input_ids``.
+
+        ``systems``: one system text per user turn, written as a ``system`` turn before it instead of the config's
+        system prompt -- REF-VLM's per-turn task command (xtuner's template prepends a turn's ``system`` to its
+        input; Qwen's chat template writes a system message where it stands and then adds no default).
+        """
+        ids, labels = (list(self.system), [IGNORE_INDEX] * len(self.system)) if systems is None else ([], [])
+        token_spans: dict[int, list[tuple[int, int]]] = {}
+        users = 0
+        for t, turn in enumerate(turns):
+            if systems is not None and turn["role"] == "user":
+                block = self._encode(f"<|im_start|>system\n{systems[users]}<|im_end|>\n")
+                ids, labels, users = ids + block, labels + [IGNORE_INDEX] * len(block), users + 1
             head = self.heads[turn["role"]]
-            body = self.content_ids(turn["content"], n_image_tokens) + [self.im_end]
+            content, found = self.content_spans(turn["content"], n_image_tokens, (spans or {}).get(t, ()))
+            body = content + [self.im_end]
             supervised = turn["role"] == "assistant"
+            if found:
+                token_spans[t] = [(len(ids) + len(head) + a, len(ids) + len(head) + b) for a, b in found]
             ids += head + body + self.newline
             labels += [IGNORE_INDEX] * len(head) + (body if supervised else [IGNORE_INDEX] * len(body))
             labels += [IGNORE_INDEX] * len(self.newline)
-        return ids, labels
+        return ids, labels, token_spans
 
     def prompt(self, turns: list[dict], n_image_tokens: int) -> list[int]:
         """Generation prompt: ``turns`` as :meth:`encode` writes them, then the assistant head (inference).
@@ -167,13 +218,20 @@ class Encoder:
         self.chat = ChatTemplate(tokenizer, config.region_text, config.system_prompt)
         self.region_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in _special_pieces(config.region_text)]
         self.seg_token_id = tokenizer.convert_tokens_to_ids("[SEG]")
+        #: the format's special tokens -> ids (raises when the tokenizer would split one: add_format_tokens)
+        self.format_ids = format_token_ids(tokenizer, config.format)
         self.skipped: Counter[str] = Counter()
 
     def __call__(self, raw: dict) -> EncodedSample | None:
         meta = json.loads(raw["json"])
         key = meta["key"]
-        if meta.get("format", "fclm") != "fclm":  # REF-VLM / MVP-LM shards are other models' inputs
-            raise ValueError(f"{key}: a {meta['format']}-format sample; FCLM trains on fclm-data build --format fclm")
+        if meta.get("format", "fclm") != self.config.format:  # another system's inputs: never trained on silently
+            if not self.skipped["format_mismatch"]:
+                log.warning("skipping %s: a %s-format sample; this loader reads %s samples (EncoderConfig.format; "
+                            "FCLM trains on fclm-data build --format fclm); further ones are only counted",
+                            key, meta.get("format"), self.config.format)  # fmt: skip
+            self.skipped["format_mismatch"] += 1
+            return None
         views = [meta] + ([meta["pair"]] if meta["pair"] is not None else [])
         texts = self._texts(meta, views)
         if texts is None:
@@ -187,25 +245,40 @@ class Encoder:
             self.skipped["decode_error"] += 1
             return None
 
-    def _texts(self, meta: dict, views: list[dict]) -> list[tuple[list[int], list[int]]] | None:
+    def _texts(self, meta: dict, views: list[dict]) -> list[tuple[list[int], list[int], FormatRow | None]] | None:
         cfg = self.config
         image = meta["image"]
         n_image = image_token_count(image["height"], image["width"], cfg.side, cfg.patch_size, cfg.merge_size)
         texts = []
-        for view in views:
-            ids, labels = self.chat.encode(view["conversations"], n_image)
-            if len(ids) > cfg.max_length:
+        for index, view in enumerate(views):
+            text = self._view_text(meta, view, index, n_image)
+            if text is not None and len(text[0]) > cfg.max_length:
                 self.skipped["too_long"] += 1
                 return None
-            if not self._tokens_match(ids, view):
+            if text is None or not self._tokens_match(text[0], view, meta):
                 self.skipped["token_mismatch"] += 1
                 return None
-            texts.append((ids, labels))
+            texts.append(text)
         return texts
 
-    def _tokens_match(self, ids: list[int], view: dict) -> bool:
+    def _view_text(self, meta: dict, view: dict, index: int, n_image: int):
+        """(ids, labels, FormatRow or None) of one view in the encoder's format; None if its fields disagree."""
+        if self.config.format == "refvlm":
+            return refvlm_row(self.chat, meta, view, index, n_image)
+        if self.config.format == "mvplm":
+            return mvplm_row(self.chat, meta, n_image)
+        ids, labels = self.chat.encode(view["conversations"], n_image)
+        return ids, labels, None
+
+    def _tokens_match(self, ids: list[int], view: dict, meta: dict) -> bool:
+        """The text's placeholders are the view's: one per input region and per target (MVP-LM: per turn)."""
         counts = Counter(ids)
         regions = len(view["region_inputs"])
+        if self.config.format == "refvlm":
+            ids_of = self.format_ids
+            return counts[ids_of["[VPT]"]] == regions and counts[ids_of["<REF>"]] == len(view["seg_targets"])
+        if self.config.format == "mvplm":
+            return not regions and counts[self.format_ids["<PER>"]] == len(meta["format_fields"]["turns"])
         return counts[self.seg_token_id] == len(view["seg_targets"]) and all(
             counts[t] == regions for t in self.region_token_ids
         )
@@ -218,19 +291,21 @@ class Encoder:
             self.skipped["image_size"] += 1
             return None
         masks = CompactMasks(meta, cfg.side, image)
-        rows = [self._row(view, ids, labels, masks) for view, (ids, labels) in zip(views, texts)]
+        rows = [self._row(view, ids, labels, masks, targets) for view, (ids, labels, targets) in zip(views, texts)]
         return EncodedSample(
             key=meta["key"], source=meta["source"], rows=rows, image=image, grid=_grid(original, cfg),
             sam_size=long_side_size(*original, cfg.side), original_size=original, pairs=_pairs(rows),
+            format=cfg.format,
         )  # fmt: skip
 
-    def _row(self, view: dict, ids: list[int], labels: list[int], masks: CompactMasks) -> EncodedRow:
+    def _row(self, view: dict, ids: list[int], labels: list[int], masks: CompactMasks,
+             targets: FormatRow | None) -> EncodedRow:  # fmt: skip
         return EncodedRow(
             input_ids=ids, labels=labels,
             region_specs=[masks.prompt(i) for i in view["region_inputs"]],
             seg_refs=[masks.target(i) for i in view["seg_targets"]],
             ignore_refs=[masks.ignore(i) for i in view["seg_targets"]],
-            region_ids=list(view["region_inputs"]), seg_ids=list(view["seg_targets"]),
+            region_ids=list(view["region_inputs"]), seg_ids=list(view["seg_targets"]), targets=targets,
         )  # fmt: skip
 
 

@@ -25,7 +25,14 @@ optimizer step on every rank, and the run length is fixed up front from the mani
 counts travel with each batch out of the DataLoader workers (``LoaderBatch.skipped`` / ``read``):
 ``shard_read_error``, ``truncated_shard``, ``missing_samples`` (a shard gave fewer samples than its manifest
 lists; ``extra_samples`` counts the opposite, not a loss) from the reader (``stages.ReadLedger``), and
-``decode_error``, ``too_long``, ``token_mismatch``, ``image_size``, ``malformed_sample`` from the encoder.
+``decode_error``, ``too_long``, ``token_mismatch``, ``image_size``, ``malformed_sample``, ``format_mismatch`` (a
+sample of another format than ``EncoderConfig.format``: a manifest-less shard of a REF-VLM / MVP-LM build) from
+the encoder.
+
+**Other formats.** With ``EncoderConfig(format="refvlm" | "mvplm")`` (and the format's tokens added to the
+tokenizer, ``tokenizer.add_format_tokens``) the same loader serves REF-VLM / MVP-LM builds: batches carry
+``CompactBatch.targets`` (``device.FormatTargets``: boxes, classes, output occurrences, MVP-LM word token spans).
+Every set must be a build of that format (``manifest.json`` ``format``); another is refused at construction.
 :meth:`ShardLoader.data_stats` sums them over the rank's workers; :func:`rotten_data` says when the skipped
 fraction is past ``max_skip_fraction`` (the trainer stops the run with that reason).
 
@@ -38,6 +45,7 @@ count the resume is *statistical*: the streams are reseeded from (seed, batches 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -48,13 +56,14 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from fclm_train.config import DataConfig
+
 from .collate import collate
 from .device import CompactBatch
 from .encode import Encoder, EncoderConfig
-from .shards import ShardError, ShardSet
+from .shards import ShardError, ShardSet, require_format
 from .stages import (
     EXTRA_SAMPLES,
-    MVPLM_WORD_BUDGET,
     READ_REASONS,
     Counted,
     MvplmWordLists,
@@ -66,6 +75,7 @@ from .stages import (
     shuffle,
     skip,
 )
+from .tokenizer import format_token_ids
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer is built
 log = logging.getLogger(__name__)
@@ -75,13 +85,20 @@ log = logging.getLogger(__name__)
 class LoaderConfig:
     """How batches are formed (the sample encoding itself is :class:`EncoderConfig`)."""
 
-    micro_batch_size: int = 2  #: paper §S1.1 stage 2: 2 samples per GPU (a pair = one sample = two rows)
-    batch_unit: str = "sample"  #: "sample": a paired sample counts once; "row": micro_batch_size counts rows
-    num_workers: int = 2  #: DataLoader worker processes per rank (0: in the main process)
-    shuffle_buffer: int = 1000  #: raw samples per worker (memory: buffer x ~100-300 KB)
-    prefetch_factor: int = 2  #: batches each worker prepares ahead
+    #: the train config's ``data`` fields own these defaults (:meth:`from_data` builds one from them)
+    micro_batch_size: int = DataConfig.micro_batch_size  #: samples per batch (a pair = one sample = two rows)
+    batch_unit: str = DataConfig.batch_unit  #: "sample": a paired sample counts once; "row": batches count rows
+    num_workers: int = DataConfig.num_workers  #: DataLoader worker processes per rank (0: in the main process)
+    shuffle_buffer: int = DataConfig.shuffle_buffer  #: raw samples per worker (memory: buffer x ~100-300 KB)
+    prefetch_factor: int = DataConfig.prefetch_factor  #: batches each worker prepares ahead
     seed: int = 0
-    mvplm_word_budget: int = MVPLM_WORD_BUDGET  #: MVP-LM samples: words per list after negative padding
+    mvplm_word_budget: int = DataConfig.mvplm_word_budget  #: MVP-LM samples: words per list after negative padding
+
+    @classmethod
+    def from_data(cls, data: DataConfig, seed: int, **overrides: Any) -> LoaderConfig:
+        """The train config's ``data`` section as a loader config (``overrides``: e.g. validation's batch)."""
+        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(cls) if hasattr(data, f.name)}
+        return cls(**{**fields, "seed": seed, **overrides})
 
 
 @dataclass
@@ -176,6 +193,10 @@ class ShardLoader:
         self, sets: list[ShardSet], tokenizer, encoder_config: EncoderConfig, config: LoaderConfig,
         rank: int = 0, world_size: int = 1, pin_memory: bool = False,
     ) -> None:  # fmt: skip
+        reader = f"this loader (EncoderConfig.format={encoder_config.format!r})"
+        for shard_set in sets:  # a build in another format would only be skipped sample by sample
+            require_format(shard_set, encoder_config.format, reader)
+        format_token_ids(tokenizer, encoder_config.format)  # the format's tokens are single tokens, or one line
         self.sets, self.tokenizer, self.encoder_config, self.config = sets, tokenizer, encoder_config, config
         self.rank, self.world_size, self.pin_memory = rank, world_size, pin_memory
         self.state = LoaderState(config.seed, world_size, config.num_workers)

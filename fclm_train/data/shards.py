@@ -64,6 +64,8 @@ class ShardSet:
     urls: tuple[str, ...]  #: shard paths / URLs, in the pattern's order
     weight: float  #: relative mixing weight
     counts: tuple[int, ...]  #: samples per shard, same order as ``urls``
+    #: the sample format of the build (``manifest.json`` ``format``; ``fclm`` when no manifest names one)
+    format: str = "fclm"
 
     @property
     def num_samples(self) -> int:
@@ -319,6 +321,30 @@ def shard_counts(urls: list[str]) -> list[int]:
     return counts
 
 
+def shard_format(urls: list[str]) -> str:
+    """The sample format of the builds the shards come from (``manifest.json`` ``format`` beside them; FCLM
+    manifests and shards without one: ``fclm``); shards of builds in different formats are a :class:`ShardError`."""
+    formats: dict[str, str] = {}
+    for parent in dict.fromkeys(p for p in map(_parent, urls) if p is not None):
+        is_dir = is_remote(parent) or local_path(parent).is_dir()
+        manifest = _read_json(_join(parent, "manifest.json")) if is_dir else None
+        formats[parent] = (manifest or {}).get("format", "fclm")
+    found = sorted(set(formats.values())) or ["fclm"]
+    if len(found) > 1:
+        raise ShardError(f"its shards come from builds in different formats ({', '.join(found)}); give each its "
+                         "own --shards")  # fmt: skip
+    return found[0]
+
+
+def require_format(shard_set: ShardSet, expected: str, reader: str, label: str | None = None) -> None:
+    """One line naming the set (``label``, else ``--shards NAME``) when its build's format is not what ``reader``
+    reads."""
+    if shard_set.format != expected:
+        raise ShardError(f"{label or f'--shards {shard_set.name!r}'}: a {shard_set.format}-format build (its "
+                         f"manifest.json); {reader} reads {expected}-format shards (fclm-data build --format "
+                         f"{expected})")  # fmt: skip
+
+
 def missing_shards(urls: list[str]) -> list[str]:
     """The shards that do not exist (``pipe:`` commands are checked when they are run to count samples)."""
     local = [u for u in urls if not is_remote(u)]
@@ -362,6 +388,7 @@ def resolve_shard_set(spec: str, weight: float | None = None, name: str | None =
             where = " or cannot be reached" if is_remote(missing[0]) else ""
             raise MissingShardError(f"{len(missing)} of {len(urls)} shards do not exist{where}, e.g. {missing[0]}")
         counts = shard_counts(urls)
+        sample_format = shard_format(urls)
     except MissingShardError as exc:
         raise MissingShardError(f"--shards {spec!r}: {exc}") from None
     except ShardError as exc:
@@ -371,7 +398,7 @@ def resolve_shard_set(spec: str, weight: float | None = None, name: str | None =
     final_weight = parsed_weight if weight is None else weight
     if final_weight <= 0:
         raise ShardError(f"--shards {spec!r}: weight must be > 0")
-    return ShardSet(name or _basename(pattern) or pattern, tuple(urls), final_weight, tuple(counts))
+    return ShardSet(name or _basename(pattern) or pattern, tuple(urls), final_weight, tuple(counts), sample_format)
 
 
 def epoch_items(shard_set: ShardSet, n_streams: int, seed: int, set_index: int, epoch: int) -> list[list[StreamItem]]:

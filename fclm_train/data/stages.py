@@ -183,11 +183,6 @@ def batches(
 
 
 # --------------------------------------------------------------------------------------------- MVP-LM word lists
-#: Words per MVP-LM word list after negative padding. The paper balances positives and negatives "within VLLM
-#: input sequence length constraints" without a number; 80 (COCO's category count) is our default.
-MVPLM_WORD_BUDGET = 80
-
-
 def mvplm_vocabulary(urls: Iterable[str]) -> list[str]:
     """The category names of the MVP-LM builds the shards come from (``manifest.json`` ``mvplm_vocabulary``
     beside each shard), sorted; ``[]`` when no manifest names one (lists are then shuffled, never padded)."""
@@ -213,7 +208,8 @@ class MvplmWordLists:
     Samples of other formats and sentence-based turns pass through unchanged.
     """
 
-    def __init__(self, seed: int, stream: int, vocabulary: list[str], budget: int = MVPLM_WORD_BUDGET) -> None:
+    def __init__(self, seed: int, stream: int, vocabulary: list[str], budget: int) -> None:
+        """``budget``: words per list after padding (``data.mvplm_word_budget``, whose default is the config's)."""
         self.seed, self.stream, self.vocabulary, self.budget = seed, stream, list(vocabulary), budget
 
     def __call__(self, raw: Raw, position: int) -> Raw:

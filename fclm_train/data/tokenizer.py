@@ -8,6 +8,14 @@
   realistic sequence lengths to ``--model 3b|7b`` runs without ``--llm`` and to the loader benchmark.
 * :func:`tiny_tokenizer` -- byte-level, 266 entries, matching the ``tiny`` model preset (tests).
 
+**Other formats' tokens.** A REF-VLM or MVP-LM build (``fclm-data build --format refvlm|mvplm``) writes its own
+special tokens into the text (REF-VLM: ``<Phrase> </Phrase> <Unit> </Unit> <REF> [VPT] <Task> </Task>``, MVP-LM:
+``<PER>``; ``fclm_data.formats.<name>.FORMAT.special_tokens``). A model finds them in ``input_ids`` only if each is
+one token, so :func:`add_format_tokens` adds them as special tokens after FCLM's three, exactly as
+:func:`fclm_train.model.add_fclm_tokens` adds those (on the offline Qwen tokenizer REF-VLM's eight take ids
+151668-151675, MVP-LM's ``<PER>`` 151668); the loader refuses a tokenizer without them
+(:func:`format_token_ids`) rather than let BPE split them into pieces.
+
 The collate needs only ``encode(text, add_special_tokens=False)``, ``convert_tokens_to_ids`` and
 ``pad_token_id``; :class:`OfflineQwenTokenizer` implements those plus ``add_tokens`` (so ``build_fclm`` can add
 the FCLM tokens to it like to a transformers tokenizer).
@@ -115,6 +123,33 @@ def offline_qwen_tokenizer() -> OfflineQwenTokenizer:
     tokenizer = OfflineQwenTokenizer(ranks, specials)
     tokenizer.add_tokens(list(FCLM_TOKENS), special_tokens=True)  # what add_fclm_tokens does, without torch
     return tokenizer
+
+
+def add_format_tokens(tokenizer, name: str) -> dict[str, int]:
+    """Add format ``name``'s special tokens (idempotent, after those already there) and return their ids."""
+    from fclm_data.formats import get_format
+
+    tokens = list(get_format(name).special_tokens)
+    if tokens:
+        tokenizer.add_tokens(tokens, special_tokens=True)
+    return format_token_ids(tokenizer, name)
+
+
+def format_token_ids(tokenizer, name: str) -> dict[str, int]:
+    """Format ``name``'s special tokens -> their ids; ``ValueError`` (one line) when one is not a single token."""
+    from fclm_data.formats import get_format
+
+    ids, missing = {}, []
+    for token in get_format(name).special_tokens:
+        pieces = list(tokenizer.encode(token, add_special_tokens=False))
+        if len(pieces) == 1:
+            ids[token] = pieces[0]
+        else:
+            missing.append(token)
+    if missing:
+        raise ValueError(f"the tokenizer splits {name}'s special token(s) {' '.join(missing)} into pieces; add them "
+                         f"first: fclm_train.data.tokenizer.add_format_tokens(tokenizer, {name!r})")  # fmt: skip
+    return ids
 
 
 def tiny_tokenizer():

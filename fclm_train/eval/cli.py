@@ -28,7 +28,6 @@ from fclm_data.commands.checks import existing_directory, fail, one_of, output_f
 from fclm_train.eval.rec import BOX_FRAMES
 from fclm_train.eval.tasks import TaskOptions, task_names
 
-
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
 
 
@@ -130,16 +129,21 @@ _TASK_NEEDS = {
 
 def _check_shards(spec: str, task: str) -> None:
     """The shards exist and hold samples, and their first sample suits the task (a wrong build fails in seconds)."""
-    from fclm_train.data.shards import ShardError, iter_shard, resolve_shard_set
+    from fclm_train.data.shards import ShardError, iter_shard, require_format, resolve_shard_set
 
+    reader = "fclm-eval (the FCLM model)"
     try:
         shard_set = resolve_shard_set(spec)
+        require_format(shard_set, "fclm", reader, f"--shards {spec!r}")  # REF-VLM / MVP-LM: other models' inputs
         url = next(u for u, count in zip(shard_set.urls, shard_set.counts) if count)
         first = json.loads(next(iter_shard(url))["json"])
     except ShardError as exc:
         fail(str(exc))
     except (StopIteration, KeyError, ValueError) as exc:
         fail(f"--shards {spec!r}: its first sample is not an fclm-data sample ({type(exc).__name__}: {exc})")
+    if first.get("format", "fclm") != "fclm":  # a shard without its manifest
+        fail(f"--shards {spec!r}: its samples are {first['format']}-format (e.g. {first.get('key')}); {reader} "
+             "reads fclm-format shards (fclm-data build --format fclm)")  # fmt: skip
     if not _suits(task, first):
         fail(f"--shards {spec!r} does not suit --task {task}: its samples are task {first.get('task')!r} "
              f"(e.g. {first.get('key')}); --task {task} needs {_TASK_NEEDS.get(task, 'other samples')}")  # fmt: skip

@@ -10,13 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import build, run_cli
 from PIL import Image
+
+from fclm_data.recipes import single_source_recipe
 
 
 @pytest.fixture(scope="module")
-def places(stage2_build: Path, tmp_path_factory) -> dict[str, str]:
+def places(stage2_build: Path, data_root: Path, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("errors")
+    recipe = single_source_recipe(["refcoco"], 0, 1000)
+    recipe.format = "refvlm"  # a REF-VLM build: another model's inputs
+    build(recipe, data_root, root / "refvlm")
+    (root / "loose").mkdir()  # one of its shards without the manifest: the samples say their format
+    shutil.copy(root / "refvlm" / "shard-000000.tar", root / "loose" / "shard-000000.tar")
     (root / "a-file.txt").write_text("not an image")
     (root / "empty").mkdir()
     run = root / "run"  # the files a checkpoint check looks at (the model is never loaded in these cases)
@@ -26,7 +33,8 @@ def places(stage2_build: Path, tmp_path_factory) -> dict[str, str]:
     Image.fromarray(np.ones((10, 10), dtype=np.uint8) * 255).save(root / "small-mask.png")
     return {"root": str(root), "file": str(root / "a-file.txt"), "empty": str(root / "empty"), "run": str(run),
             "missing": str(root / "missing"), "img": str(root / "img.png"), "mask": str(root / "small-mask.png"),
-            "stage2": str(stage2_build)}  # fmt: skip
+            "stage2": str(stage2_build), "refvlm": str(root / "refvlm"),
+            "loose": str(root / "loose" / "shard-000000.tar")}  # fmt: skip
 
 
 EVAL = ["--checkpoint", "{run}", "--out", "{root}/report.json"]
@@ -45,6 +53,10 @@ EVAL_CASES = [
     (["--task", "res", "--shards", "{stage2}", *EVAL, "--batch-size", "0"], "--batch-size must be a positive"),
     (["--task", "res", "--shards", "{stage2}", *EVAL, "--device", "gpu"], "--device 'gpu' is not one of"),
     (["--task", "res", *EVAL], "give --shards"),
+    (["--task", "res", "--shards", "{refvlm}", *EVAL],
+     "--shards '{refvlm}': a refvlm-format build (its manifest.json); fclm-eval (the FCLM model) reads fclm-format"),
+    (["--task", "res", "--shards", "{loose}", *EVAL],
+     "--shards '{loose}': its samples are refvlm-format (e.g. refcoco-"),
 ]  # fmt: skip
 
 INFER = ["--checkpoint", "{run}"]

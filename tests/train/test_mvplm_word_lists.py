@@ -81,9 +81,31 @@ def test_resume_redraws_exactly_the_same_word_lists(mvplm_build):
     assert lists and any(len(set(v)) > 1 for v in lists.values())
 
 
-def test_the_fclm_encoder_refuses_other_formats(mvplm_build, tiny_tokenizer, encoder_config):
+def test_the_fclm_encoder_skips_and_counts_other_formats(mvplm_build, tiny_tokenizer, encoder_config):
     from fclm_train.data.encode import Encoder
 
-    raw = _raw_samples(mvplm_build)[0]
-    with pytest.raises(ValueError, match="mvplm-format sample; FCLM trains on fclm-data build --format fclm"):
-        Encoder(tiny_tokenizer, encoder_config)(raw)
+    raws = _raw_samples(mvplm_build)
+    encoder = Encoder(tiny_tokenizer, encoder_config)  # format "fclm": FCLM never trains on MVP-LM text
+    assert all(encoder(raw) is None for raw in raws)
+    assert encoder.skipped == {"format_mismatch": len(raws)}
+
+
+def test_a_loader_refuses_a_build_of_another_format(mvplm_build, tiny_tokenizer, encoder_config):
+    from dataclasses import replace
+
+    from fclm_train.data.loader import LoaderConfig, ShardLoader
+    from fclm_train.data.shards import ShardError
+    from fclm_train.data.tokenizer import add_format_tokens
+    from fclm_train.data.tokenizer import tiny_tokenizer as fresh_tiny_tokenizer
+
+    shard_set = resolve_shard_set(str(mvplm_build))
+    assert shard_set.format == "mvplm"
+    with pytest.raises(ShardError, match=r"a mvplm-format build \(its manifest.json\); this loader \(EncoderConfig"
+                                         r".format='fclm'\) reads fclm-format shards"):  # fmt: skip
+        ShardLoader([shard_set], tiny_tokenizer, encoder_config, LoaderConfig())
+    mvplm = replace(encoder_config, format="mvplm")
+    with pytest.raises(ValueError, match="splits mvplm's special token.s. <PER> into pieces; add them first"):
+        ShardLoader([shard_set], tiny_tokenizer, mvplm, LoaderConfig())
+    tokenizer = fresh_tiny_tokenizer()  # never the session's: its ids are the tiny model's
+    add_format_tokens(tokenizer, "mvplm")
+    assert ShardLoader([shard_set], tokenizer, mvplm, LoaderConfig()).sets == [shard_set]

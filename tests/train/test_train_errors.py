@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import build
+
+from fclm_data.recipes import single_source_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 #: runs the real CLI in a fresh interpreter and reports its exit status and whether torch got imported
@@ -32,8 +35,12 @@ def run_cli(*args: str) -> tuple[dict, str]:
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory, mixed_build):
+def cases(tmp_path_factory, mixed_build, data_root):
     tmp = tmp_path_factory.mktemp("errors")
+    for name in ("refvlm", "mvplm"):  # builds for the other systems: the FCLM model cannot train on them
+        recipe = single_source_recipe(["refcoco"], 0, 1000)
+        recipe.format = name
+        build(recipe, data_root, tmp / name)
     (tmp / "empty").mkdir()
     (tmp / "a-file").write_text("not a directory\n")
     done = tmp / "done" / "step-000001"
@@ -54,12 +61,18 @@ def cases(tmp_path_factory, mixed_build):
         "unknown --set field": ([*good, "--set", "optim.warmup=0.1"], "did you mean 'optim.warmup_ratio'"),
         "missing recipe": ([*good, "--recipe", str(tmp / "nope.yaml")], "nope.yaml: no such file"),
         "negative workers": ([*good, "--num-workers", "-1"], "data.num_workers: must be >= 0"),
+        "zero word budget": ([*good, "--mvplm-word-budget", "0"], "data.mvplm_word_budget: must be > 0"),
+        "refvlm shards": (["--shards", str(tmp / "refvlm"), "--model", "tiny", "--out", str(tmp / "run")],
+                          f"--shards {tmp / 'refvlm'}: a refvlm-format build (its manifest.json); fclm-train (the "
+                          "FCLM model) reads fclm-format shards (fclm-data build --format fclm)"),
+        "mvplm val shards": ([*good, "--val-shards", str(tmp / "mvplm")],
+                             f"--val-shards {tmp / 'mvplm'}: a mvplm-format build"),
     }  # fmt: skip
 
 
 CASES = ["missing shard path", "missing brace pattern directory", "empty shard directory", "unknown preset",
          "indivisible batch", "out is a file", "out holds a run", "resume without checkpoint", "unknown --set field",
-         "missing recipe", "negative workers"]  # fmt: skip
+         "missing recipe", "negative workers", "zero word budget", "refvlm shards", "mvplm val shards"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
