@@ -17,9 +17,10 @@ the decoder queries); targets are a box + mask per instance, with the word-list 
   :data:`~fclm_data.templates.MVPLM_CAPTION_FALLBACK` over the target names (a documented choice).
 
 The word list is written in first-appearance order here; the loader's
-:func:`fclm_train.data.stages.mvplm_word_lists` reshuffles it every time a sample is read and pads it with
-absent categories (the build's vocabulary, ``manifest.json`` ``mvplm_vocabulary``) up to a word budget -- seeded,
-so resume stays exact. ``format_fields.turns[i]``: ``{mode, words, word_spans, targets, classes}``;
+:class:`fclm_train.data.stages.MvplmWordLists` reshuffles it every time a sample is read and pads it with
+absent categories (the build's vocabulary, ``manifest.json`` ``mvplm_vocabulary``) up to a word budget
+(``fclm-train --mvplm-word-budget``) -- seeded, so resume stays exact; the loader's encoder turns each name's
+character span into its token span (``fclm_train.data.format_rows``). ``format_fields.turns[i]``: ``{mode, words, word_spans, targets, classes}``;
 ``seg_targets`` = the targets of every turn in order; no visual-prompt inputs (``region_inputs`` is ``[]``) and no
 ``pair`` (a Describe-Anything pair grounds the same caption again).
 """

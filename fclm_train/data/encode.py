@@ -21,7 +21,12 @@ occurrence of the first to the [SEG] occurrence of the same region in the second
 
 Samples that cannot become rows are skipped and counted by reason (``Encoder.skipped``), never truncated:
 ``too_long`` (a view exceeds ``max_length`` tokens, paper: 4096), ``token_mismatch`` (the text itself
-contains FCLM's special tokens), ``image_size`` (the image differs from the JSON's size), ``decode_error``.
+contains FCLM's special tokens), ``image_size`` (the image differs from the JSON's size), ``decode_error``,
+``format_mismatch`` (a sample of another format than ``EncoderConfig.format``).
+
+REF-VLM and MVP-LM samples (``EncoderConfig.format = "refvlm" | "mvplm"``) use the same template and image /
+mask path; their rows add :class:`~.format_rows.FormatRow` (``format_rows.py``: the per-pair system turns,
+exact word token spans, boxes and classes per target).
 """
 
 from __future__ import annotations

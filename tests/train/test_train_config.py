@@ -87,6 +87,27 @@ def test_defaults_live_once():
     literal = '"You are a helpful assistant."'
     sources = [p.relative_to(ROOT).as_posix() for p in (ROOT / "fclm_train").rglob("*.py") if literal in p.read_text()]
     assert sources == ["fclm_train/config.py"]  # the system prompt is the DataConfig default, nowhere else
+    from fclm_train.data.loader import LoaderConfig
+
+    loader = LoaderConfig()
+    shared = [f.name for f in dataclasses.fields(LoaderConfig) if hasattr(data, f.name)]
+    assert "mvplm_word_budget" in shared and "micro_batch_size" in shared
+    assert all(getattr(loader, name) == getattr(data, name) for name in shared)
+    budget = [p.relative_to(ROOT).as_posix() for p in (ROOT / "fclm_train").rglob("*.py")
+              if "budget: int = 80" in p.read_text() or "BUDGET = 80" in p.read_text()]  # fmt: skip
+    assert budget == ["fclm_train/config.py"]  # the MVP-LM word budget's one default
+
+
+def test_the_mvplm_word_budget_reaches_the_loader_from_options_and_set():
+    from fclm_train.data.loader import LoaderConfig
+
+    result = invoke("--mvplm-word-budget", "12", "--print-config")
+    assert result.exit_code == 0, result.output
+    assert TrainConfig.from_dict(yaml.safe_load(result.output)).data.mvplm_word_budget == 12
+    result = invoke("--mvplm-word-budget", "12", "--set", "data.mvplm_word_budget=30", "--print-config")
+    cfg = TrainConfig.from_dict(yaml.safe_load(result.output))
+    assert LoaderConfig.from_data(cfg.data, seed=cfg.seed).mvplm_word_budget == 30  # --set wins
+    assert "--mvplm-word-budget" in invoke("--help").output
 
 
 def test_set_reaches_every_field_and_wins():
