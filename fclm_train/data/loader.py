@@ -34,7 +34,8 @@ tokenizer, ``tokenizer.add_format_tokens``) the same loader serves REF-VLM / MVP
 ``CompactBatch.targets`` (``device.FormatTargets``: boxes, classes, output occurrences, MVP-LM word token spans).
 Every set must be a build of that format (``manifest.json`` ``format``); another is refused at construction.
 :meth:`ShardLoader.data_stats` sums them over the rank's workers; :func:`rotten_data` says when the skipped
-fraction is past ``max_skip_fraction`` (the trainer stops the run with that reason).
+fraction is past ``max_skip_fraction`` (the trainer stops the run with that reason); a stream whose last
+:data:`SKIPS_IN_A_ROW` samples were all skipped raises :class:`ShardError` with its counts (no batch can come).
 
 **Resume promise.** Batches are a deterministic function of (seed, rank, world size, worker count). The state
 records, per worker, how many raw samples its batches consumed and how many batches the rank consumed; a resume
@@ -283,19 +284,32 @@ def rotten_data(read: int, skipped: dict[str, int], max_fraction: float, final: 
             f"{max_fraction:g}: {reasons}")  # fmt: skip
 
 
-def _guarded(encoder: Encoder, prepare: Callable[[dict], dict] = lambda raw: raw):
+#: samples skipped in a row after which a stream gives up: nothing it reads can be trained on (every sample of
+#: another format, over-long, ...); without a bound the endless stream would search forever for one batch
+SKIPS_IN_A_ROW = 1000
+
+
+def _guarded(encoder: Encoder, prepare: Callable[[dict], dict] = lambda raw: raw, give_up_after: int = SKIPS_IN_A_ROW):
     """``encoder(prepare(raw))``, with a sample it cannot even parse (no or broken JSON) counted as
-    ``malformed_sample``."""
+    ``malformed_sample``; more than ``give_up_after`` skipped samples in a row raise :class:`ShardError`."""
+    in_a_row = 0
 
     def encode(raw: dict):
+        nonlocal in_a_row
         try:
-            return encoder(prepare(raw))
+            sample = encoder(prepare(raw))
         except Exception as exc:
             if not encoder.skipped["malformed_sample"]:
                 log.warning("skipping %s from %s: %s: %s (further malformed samples are only counted)",
                             raw.get("__key__"), raw.get("__url__"), type(exc).__name__, exc)  # fmt: skip
             encoder.skipped["malformed_sample"] += 1
-            return None
+            sample = None
+        in_a_row = 0 if sample is not None else in_a_row + 1
+        if in_a_row > give_up_after:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in encoder.skipped.most_common() if n)
+            raise ShardError(f"{in_a_row} samples in a row were skipped, none can be trained on (so far: {reasons}); "
+                             f"the last: {raw.get('__key__')} from {raw.get('__url__')}")  # fmt: skip
+        return sample
 
     return encode
 

@@ -109,3 +109,21 @@ def test_a_loader_refuses_a_build_of_another_format(mvplm_build, tiny_tokenizer,
     tokenizer = fresh_tiny_tokenizer()  # never the session's: its ids are the tiny model's
     add_format_tokens(tokenizer, "mvplm")
     assert ShardLoader([shard_set], tokenizer, mvplm, LoaderConfig()).sets == [shard_set]
+
+
+def test_a_stream_of_only_other_format_samples_stops_with_the_reason(mvplm_build, tiny_tokenizer, encoder_config,
+                                                                     tmp_path):  # fmt: skip
+    """A shard without its manifest cannot be refused up front: every sample is skipped, then the stream gives up
+    (it would otherwise search forever for a first batch)."""
+    import shutil
+
+    from fclm_train.data.loader import SKIPS_IN_A_ROW, LoaderConfig, ShardLoader
+    from fclm_train.data.shards import ShardError
+
+    shutil.copy(mvplm_build / "shard-000000.tar", tmp_path / "shard-000000.tar")
+    shard_set = resolve_shard_set(str(tmp_path / "shard-000000.tar"))
+    assert shard_set.format == "fclm"  # no manifest says otherwise
+    loader = ShardLoader([shard_set], tiny_tokenizer, encoder_config, LoaderConfig(num_workers=0, shuffle_buffer=1))
+    with pytest.raises(ShardError, match=rf"{SKIPS_IN_A_ROW + 1} samples in a row were skipped, none can be trained "
+                                         rf"on \(so far: format_mismatch {SKIPS_IN_A_ROW + 1}\)"):  # fmt: skip
+        next(iter(loader))
