@@ -27,15 +27,14 @@ counts travel with each batch out of the DataLoader workers (``LoaderBatch.skipp
 lists; ``extra_samples`` counts the opposite, not a loss) from the reader (``stages.ReadLedger``), and
 ``decode_error``, ``too_long``, ``token_mismatch``, ``image_size``, ``malformed_sample``, ``format_mismatch`` (a
 sample of another format than ``EncoderConfig.format``: a manifest-less shard of a REF-VLM / MVP-LM build) from
-the encoder.
+the encoder. :meth:`ShardLoader.data_stats` sums them over the rank's workers; :func:`rotten_data` says when the
+skipped fraction is past ``max_skip_fraction`` (the trainer stops the run with that reason); a stream whose last
+:data:`SKIPS_IN_A_ROW` samples were all skipped raises :class:`ShardError` with its counts (no batch can come).
 
 **Other formats.** With ``EncoderConfig(format="refvlm" | "mvplm")`` (and the format's tokens added to the
 tokenizer, ``tokenizer.add_format_tokens``) the same loader serves REF-VLM / MVP-LM builds: batches carry
 ``CompactBatch.targets`` (``device.FormatTargets``: boxes, classes, output occurrences, MVP-LM word token spans).
 Every set must be a build of that format (``manifest.json`` ``format``); another is refused at construction.
-:meth:`ShardLoader.data_stats` sums them over the rank's workers; :func:`rotten_data` says when the skipped
-fraction is past ``max_skip_fraction`` (the trainer stops the run with that reason); a stream whose last
-:data:`SKIPS_IN_A_ROW` samples were all skipped raises :class:`ShardError` with its counts (no batch can come).
 
 **Resume promise.** Batches are a deterministic function of (seed, rank, world size, worker count). The state
 records, per worker, how many raw samples its batches consumed and how many batches the rank consumed; a resume
