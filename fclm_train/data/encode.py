@@ -230,11 +230,12 @@ class Encoder:
     def __call__(self, raw: dict) -> EncodedSample | None:
         meta = json.loads(raw["json"])
         key = meta["key"]
-        if meta.get("format", "fclm") != self.config.format:  # another system's inputs: never trained on silently
+        sample_format = meta.get("format", "fclm")
+        if sample_format != self.config.format:  # another system's inputs: never trained on silently
             if not self.skipped["format_mismatch"]:
                 log.warning("skipping %s: a %s-format sample; this loader reads %s samples (EncoderConfig.format; "
                             "FCLM trains on fclm-data build --format fclm); further ones are only counted",
-                            key, meta.get("format"), self.config.format)  # fmt: skip
+                            key, sample_format, self.config.format)  # fmt: skip
             self.skipped["format_mismatch"] += 1
             return None
         views = [meta] + ([meta["pair"]] if meta["pair"] is not None else [])
