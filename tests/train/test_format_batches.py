@@ -235,7 +235,7 @@ def test_the_loader_serves_mvplm_batches_with_the_configured_word_budget(builds)
     tokenizer = tiny_tokenizer()  # a fresh one: adding <PER> must not change the session's tiny tokenizer
     add_format_tokens(tokenizer, "mvplm")
     data = TrainConfig.from_dict({"data": {"mvplm_word_budget": 7}}).data
-    config = LoaderConfig.from_data(data, seed=0, num_workers=0, micro_batch_size=4, shuffle_buffer=1)
+    config = LoaderConfig.from_data(data, seed=0, num_workers=1, micro_batch_size=4, shuffle_buffer=1)
     assert config.mvplm_word_budget == 7
     encoder = EncoderConfig(side=SIDE, format="mvplm")
     loader = ShardLoader([resolve_shard_set(str(builds["mvplm"]))], tokenizer, encoder, config)
@@ -262,3 +262,49 @@ def test_a_box_only_target_is_a_box_unit_in_text_and_batch(builds, qwen):
     units = batch_of(qwen, [sample]).targets.units.tolist()
     first = meta["seg_targets"][0]
     assert units == [UNIT_BOX if r == first else UNIT_MASK for r in meta["seg_targets"]] and UNIT_BOX in units
+
+
+def _targets_of(batch) -> dict:
+    t = batch.inputs.targets
+    return {"ids": batch.inputs.input_ids.tolist(), "spans": t.word_spans.tolist(), "classes": t.classes.tolist(),
+            "word": t.word_based.tolist()}
+
+
+def test_a_resumed_mvplm_loader_yields_the_same_word_lists_spans_and_classes(builds):
+    from fclm_train.data.tokenizer import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    add_format_tokens(tokenizer, "mvplm")
+    sets = [resolve_shard_set(str(builds["mvplm"]))]
+    config = LoaderConfig(num_workers=0, micro_batch_size=2, shuffle_buffer=4, seed=1, mvplm_word_budget=6)
+    encoder = EncoderConfig(side=SIDE, format="mvplm")
+    first = ShardLoader(sets, tokenizer, encoder, config)
+    expected, state = [], None
+    for n, batch in zip(range(4), first):
+        expected.append(_targets_of(batch))
+        if n == 1:
+            state = first.state_dict()
+    resumed = ShardLoader(sets, tokenizer, encoder, config)
+    resumed.load_state_dict(state)
+    assert any(True in e["word"] for e in expected[2:])  # redrawn word lists among the resumed batches
+    assert [_targets_of(b) for _, b in zip(range(2), resumed)] == expected[2:]
+
+
+def test_malformed_format_fields_are_skipped_as_token_mismatch(builds, qwen):
+    samples = raws(builds["mvplm"])
+    word = next(r for r in samples if b'"mode":"word"' in r["json"])
+    meta = json.loads(word["json"])
+    shifted = json.loads(word["json"])
+    shifted["format_fields"]["turns"][0]["word_spans"][0][0] += 1  # a span that no longer covers its name
+    fewer = {**meta, "seg_targets": meta["seg_targets"][:-1]}  # targets that are not the turns' targets
+    encoder = Encoder(qwen, EncoderConfig(side=SIDE, format="mvplm"))
+    for bad in (shifted, fewer):
+        assert encoder({**word, "json": json.dumps(bad).encode()}) is None
+    assert encoder.skipped == {"token_mismatch": 2}
+
+
+def test_a_batch_never_mixes_formats(builds, qwen, tiny_tokenizer):
+    mvplm = encode_all(qwen, raws(builds["mvplm"])[:1], "mvplm")
+    fclm = encode_all(tiny_tokenizer, raws(builds["fclm"])[:1], "fclm")
+    with pytest.raises(ValueError, match=r"a batch mixes sample formats \['fclm', 'mvplm'\]"):
+        batch_of(qwen, mvplm + fclm)
