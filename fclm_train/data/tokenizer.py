@@ -12,8 +12,8 @@
 special tokens into the text (REF-VLM: ``<Phrase> </Phrase> <Unit> </Unit> <REF> [VPT] <Task> </Task>``, MVP-LM:
 ``<PER>``; ``fclm_data.formats.<name>.FORMAT.special_tokens``). A model finds them in ``input_ids`` only if each is
 one token, so :func:`add_format_tokens` adds them as special tokens after FCLM's three, exactly as
-:func:`fclm_train.model.add_fclm_tokens` adds those (on the offline Qwen tokenizer REF-VLM's eight take ids
-151668-151675, MVP-LM's ``<PER>`` 151668); the loader refuses a tokenizer without them
+:func:`fclm_train.model.add_fclm_tokens` adds those (on the offline Qwen tokenizer, each format added alone:
+REF-VLM's eight take ids 151668-151675, MVP-LM's ``<PER>`` 151668); the loader refuses a tokenizer without them
 (:func:`format_token_ids`) rather than let BPE split them into pieces.
 
 The collate needs only ``encode(text, add_special_tokens=False)``, ``convert_tokens_to_ids`` and

@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import jinja2
+import pytest
 
 from fclm_train.data.encode import IGNORE_INDEX, ChatTemplate
 from fclm_train.data.tokenizer import FCLM_TOKENS, QWEN2_5_VL_SPECIALS, QWEN_PATTERN, offline_qwen_tokenizer
@@ -84,3 +85,23 @@ def test_chat_template_is_the_released_qwen2_5_vl_template_token_for_token():
         ours = chat.prompt(messages, n) if add_generation_prompt else chat.encode(messages, n)[0]
         assert ours == tok.encode(text), text
     assert "<|vision_end|>Please" in template.render(messages=_hf_messages(turns))
+
+
+def test_format_tokens_are_added_once_after_fclms_and_refused_when_missing():
+    from fclm_data.formats import get_format
+    from fclm_train.data.tokenizer import add_format_tokens, format_token_ids
+
+    tok = offline_qwen_tokenizer()
+    with pytest.raises(ValueError, match=r"splits refvlm's special token\(s\) <Phrase> </Phrase> .*"
+                                         r"add_format_tokens\(tokenizer, 'refvlm'\)"):  # fmt: skip
+        format_token_ids(tok, "refvlm")
+    ids = add_format_tokens(tok, "refvlm")
+    assert list(ids) == list(get_format("refvlm").special_tokens) == ["<Phrase>", "</Phrase>", "<Unit>", "</Unit>",
+                                                                      "<REF>", "[VPT]", "<Task>", "</Task>"]
+    assert list(ids.values()) == list(range(151668, 151676))  # right after FCLM's 151665-151667
+    assert add_format_tokens(tok, "refvlm") == ids and len(tok) == 151676  # idempotent
+    text = "<Task>\nUnit decode (True).</Task><Phrase>a dog</Phrase>(<Unit>mask</Unit>[0]<REF>) [VPT]"
+    assert [i for i in tok.encode(text) if i >= 151668] == [151674, 151675, 151668, 151669, 151670, 151671, 151672,
+                                                            151673]  # fmt: skip
+    other = offline_qwen_tokenizer()
+    assert add_format_tokens(other, "mvplm") == {"<PER>": 151668} and format_token_ids(other, "fclm") == {}
