@@ -46,7 +46,7 @@ from .device import (
     ImageGeometry,
     jpeg_header,
     pack_frame,
-    pack_mask,
+    pack_rle,
 )
 from .prompts import box_on_frame, prompt_mask
 from .vision import (
@@ -269,7 +269,7 @@ class CompactMasks:
     def _packed(self, kind: str, index: int, rle: dict) -> int:
         if (kind, index) not in self._index:
             self._index[kind, index] = len(self.image.masks)
-            self.image.masks.append(pack_mask(decode_rle(rle)))
+            self.image.masks.append(pack_rle(rle))
         return self._index[kind, index]
 
     def target(self, index: int) -> int:
