@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from fclm_data.masks import rle_runs
 from fclm_train.model.inputs import FCLMInputs
 
-from .vision import QWEN_MEAN, QWEN_STD, SAM_MEAN, SAM_STD, long_side_size, open_image, qwen_grid_size
+from .vision import QWEN_MEAN, QWEN_STD, SAM_MEAN, SAM_STD, jpeg_frame, long_side_size, open_image, qwen_grid_size
 
 log = logging.getLogger(__name__)
 
@@ -409,5 +409,8 @@ def jpeg_header(data: bytes) -> tuple[str, tuple[int, int], str]:
     """(format, (H, W), mode) from an image's header, no pixel decoded."""
     from PIL import Image
 
+    frame = jpeg_frame(data)
+    if frame is not None and frame[2] in (1, 3):
+        return "JPEG", frame[:2], "L" if frame[2] == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as image:
         return image.format, (image.height, image.width), image.mode

@@ -204,10 +204,9 @@ class Encoder:
         return texts
 
     def _tokens_match(self, ids: list[int], view: dict) -> bool:
-        counts = Counter(ids)
-        regions = len(view["region_inputs"])
-        return counts[self.seg_token_id] == len(view["seg_targets"]) and all(
-            counts[t] == regions for t in self.region_token_ids
+        regions = len(view["region_inputs"])  # list.count: a few C scans, ~10x cheaper than a Counter of ids
+        return ids.count(self.seg_token_id) == len(view["seg_targets"]) and all(
+            ids.count(t) == regions for t in self.region_token_ids
         )
 
     def _with_pixels(self, raw: dict, meta: dict, views: list[dict], texts) -> EncodedSample | None:
