@@ -176,9 +176,10 @@ class RefCocoSource(Source):
         return regions, region_of_ref, dropped
 
     def _region_mask(self, ref: dict, height: int, width: int) -> tuple[dict, list[float]]:
-        """(RLE, box) of a ref's annotation, converted once per process: every expression of a ref is its own
-        sample (2-3 per ref in the releases), and ann ids are unique in ``instances.json`` (the COCO reader
-        rejects duplicates), so (ann id, image size) names one mask."""
+        """(RLE, box) of a ref's annotation, converted once per process: in val / test splits every expression
+        of a ref is its own sample (2-3 per ref in the releases), and a recipe's repeats build a unit again; ann
+        ids are unique in ``instances.json`` (the COCO reader rejects duplicates), so (ann id, image size) names
+        one mask."""
         cache = self.__dict__.setdefault("_mask_cache", {})
         key = (ref["ann_id"], height, width)
         if key not in cache:
