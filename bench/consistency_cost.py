@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fclm_train.model import FCLMConfig, build_fclm  # noqa: E402
 from fclm_train.config import deep_merge  # noqa: E402
+from fclm_train.model import FCLMConfig, build_fclm  # noqa: E402
 from fclm_train.model.testing import ToySample, build_tiny_tokenizer, make_inputs, tiny_token_map  # noqa: E402
 
 SETTINGS = {

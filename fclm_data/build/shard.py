@@ -20,9 +20,9 @@ from typing import Any
 
 from fclm_data.build.plan import PlannedSample
 from fclm_data.errors import Reject, RejectRecord
-from fclm_data.images import trust_roots
 from fclm_data.formats import FormatError
 from fclm_data.formats import render as render_format
+from fclm_data.images import trust_roots
 from fclm_data.schema import encode_sample, validate_sample
 from fclm_data.sources import BuildOptions, Source, get_source
 from fclm_data.visual_prompts import apply_visual_prompt

@@ -23,13 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fclm_data.coco import CocoFile, is_id, read_coco
 from fclm_data.errors import Reject
 from fclm_data.images import expect_size, join_checked
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.safe_pickle import safe_loads
 from fclm_data.schema import SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.sources import register_source
-from fclm_data.coco import CocoFile, is_id, read_coco
 from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
 from fclm_data.templates import pick, res_question, with_image
 

@@ -166,8 +166,7 @@ class RefCocoSource(Source):
         regions, region_of_ref, dropped = [], {}, []
         for ref in refs:
             try:
-                rle = segmentation_to_rle(ref["segmentation"], height, width)
-                rle, box = nonempty_region_mask(rle, f"ann {ref['ann_id']}")
+                rle, box = self._region_mask(ref, height, width)
             except Reject as exc:
                 exc.file = exc.file or self.instances_file
                 dropped.append((f"ref {ref['ref_id']} ann {ref['ann_id']}", exc))
@@ -176,12 +175,31 @@ class RefCocoSource(Source):
             regions.append(Region(mask=rle, bbox=box, label=ref.get("category")))
         return regions, region_of_ref, dropped
 
+    def _region_mask(self, ref: dict, height: int, width: int) -> tuple[dict, list[float]]:
+        """(RLE, box) of a ref's annotation, converted once per process: in val / test splits every expression
+        of a ref is its own sample (2-3 per ref in the releases), and a recipe's repeats build a unit again; ann
+        ids are unique in ``instances.json`` (the COCO reader rejects duplicates), so (ann id, image size) names
+        one mask."""
+        cache = self.__dict__.setdefault("_mask_cache", {})
+        key = (ref["ann_id"], height, width)
+        if key not in cache:
+            rle = segmentation_to_rle(ref["segmentation"], height, width)
+            if len(cache) >= _MASK_CACHE_SIZE:
+                cache.clear()
+            cache[key] = nonempty_region_mask(rle, f"ann {ref['ann_id']}")
+        rle, box = cache[key]
+        return dict(rle), list(box)  # copies: a sample may edit its regions
+
     def _choose(self, expressions: list[tuple], key: str, seed: int) -> list[tuple]:
         """Seeded choice of at most ``max_expressions`` pairs, kept in release order."""
         if self.split != "train" or len(expressions) <= self.max_expressions:
             return expressions
         ranked = sorted(range(len(expressions)), key=lambda i: stable_hash("expr", seed, key, i))
         return [expressions[i] for i in sorted(ranked[: self.max_expressions])]
+
+
+#: masks kept per process (a few KB each): more than the refs of any one shard's images
+_MASK_CACHE_SIZE = 4096
 
 
 def _ann_of(unit: Unit, ref_id: int) -> int:

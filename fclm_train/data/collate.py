@@ -14,6 +14,7 @@ tagged with their row; FCLM batches have ``targets=None`` and are built exactly 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
@@ -30,10 +31,11 @@ def collate(samples: list[EncodedSample], pad_token_id: int, image_token_id: int
     input_ids = torch.full((B, T), pad_token_id, dtype=torch.long)
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((B, T), dtype=torch.long)
+    ids_view, labels_view = input_ids.numpy(), labels.numpy()  # numpy converts a list ~10x faster than torch
     for b, (_, row) in enumerate(rows):
         n = len(row.input_ids)
-        input_ids[b, :n] = torch.tensor(row.input_ids)
-        labels[b, :n] = torch.tensor(row.labels)
+        ids_view[b, :n] = np.array(row.input_ids, dtype=np.int64)
+        labels_view[b, :n] = np.array(row.labels, dtype=np.int64)
         attention_mask[b, :n] = 1
     return compact_batch(
         input_ids=input_ids, attention_mask=attention_mask, labels=labels, image_token_id=image_token_id,

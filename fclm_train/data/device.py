@@ -38,9 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fclm_data.masks import rle_runs
 from fclm_train.model.inputs import FCLMInputs
 
-from .vision import QWEN_MEAN, QWEN_STD, SAM_MEAN, SAM_STD, long_side_size, open_image, qwen_grid_size
+from .vision import QWEN_MEAN, QWEN_STD, SAM_MEAN, SAM_STD, jpeg_frame, long_side_size, open_image, qwen_grid_size
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,22 @@ class CompactImage:
 def pack_mask(mask: np.ndarray) -> np.ndarray:
     """(H, W) {0, 1} -> (ceil(H*W/8),) uint8, column-major bit order (no copy for ``decode_rle``'s output)."""
     return np.packbits(mask.ravel(order="F"))
+
+
+def pack_rle(rle: dict) -> np.ndarray:
+    """A compressed RLE straight to :func:`pack_mask`'s bytes, via its run lengths (no pycocotools array).
+
+    RLE runs are column-major like the packing, so the mask is the runs expanded in order; 4-5x faster than
+    ``pack_mask(decode_rle(rle))`` on COCO-sized masks (the loader's largest per-sample cost after the JPEG).
+    Raises ValueError when the counts do not tile the RLE's size (pycocotools would decode garbage).
+    """
+    height, width = rle["size"]
+    runs = rle_runs(rle["counts"])
+    if runs is None or (runs < 0).any() or int(runs.sum()) != height * width:
+        raise ValueError(f"RLE counts do not tile its size {[height, width]}")
+    values = np.zeros(runs.size, dtype=np.uint8)
+    values[1::2] = 1  # runs alternate 0, 1, 0, ... from the first pixel
+    return np.packbits(np.repeat(values, runs))
 
 
 def pack_frame(frame: torch.Tensor) -> np.ndarray:
@@ -432,5 +449,8 @@ def jpeg_header(data: bytes) -> tuple[str, tuple[int, int], str]:
     """(format, (H, W), mode) from an image's header, no pixel decoded."""
     from PIL import Image
 
+    frame = jpeg_frame(data)
+    if frame is not None and frame[2] in (1, 3):
+        return "JPEG", frame[:2], "L" if frame[2] == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as image:
         return image.format, (image.height, image.width), image.mode

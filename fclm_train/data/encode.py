@@ -52,7 +52,7 @@ from .device import (
     ImageGeometry,
     jpeg_header,
     pack_frame,
-    pack_mask,
+    pack_rle,
 )
 from .format_rows import FormatRow, mvplm_row, refvlm_row
 from .prompts import box_on_frame, prompt_mask
@@ -278,15 +278,14 @@ class Encoder:
 
     def _tokens_match(self, ids: list[int], view: dict, meta: dict) -> bool:
         """The text's placeholders are the view's: one per input region and per target (MVP-LM: per turn)."""
-        counts = Counter(ids)
-        regions = len(view["region_inputs"])
+        regions = len(view["region_inputs"])  # list.count: a few C scans, ~10x cheaper than a Counter of ids
         if self.config.format == "refvlm":
             ids_of = self.format_ids
-            return counts[ids_of["[VPT]"]] == regions and counts[ids_of["<REF>"]] == len(view["seg_targets"])
+            return ids.count(ids_of["[VPT]"]) == regions and ids.count(ids_of["<REF>"]) == len(view["seg_targets"])
         if self.config.format == "mvplm":
-            return not regions and counts[self.format_ids["<PER>"]] == len(meta["format_fields"]["turns"])
-        return counts[self.seg_token_id] == len(view["seg_targets"]) and all(
-            counts[t] == regions for t in self.region_token_ids
+            return not regions and ids.count(self.format_ids["<PER>"]) == len(meta["format_fields"]["turns"])
+        return ids.count(self.seg_token_id) == len(view["seg_targets"]) and all(
+            ids.count(t) == regions for t in self.region_token_ids
         )
 
     def _with_pixels(self, raw: dict, meta: dict, views: list[dict], texts) -> EncodedSample | None:
@@ -350,7 +349,7 @@ class CompactMasks:
     def _packed(self, kind: str, index: int, rle: dict) -> int:
         if (kind, index) not in self._index:
             self._index[kind, index] = len(self.image.masks)
-            self.image.masks.append(pack_mask(decode_rle(rle)))
+            self.image.masks.append(pack_rle(rle))
         return self._index[kind, index]
 
     def target(self, index: int) -> int:

@@ -56,18 +56,57 @@ def open_image(data: bytes, side: int, draft: bool = True) -> tuple[torch.Tensor
 
     Returns the (possibly smaller) image and the original ``(H, W)``.
     """
+    header = jpeg_frame(data)  # the common case without PIL's parser (~0.3 ms a COCO image)
+    if header is not None and header[2] in (1, 3) and not (draft and max(header[:2]) >= 2 * side):
+        pixels = _decode_jpeg_full(data)
+        if pixels is not None:
+            return pixels, header[:2]
     image = Image.open(io.BytesIO(data))
     width, height = image.size
-    if image.format == "JPEG":
-        if draft and max(width, height) >= 2 * side:
-            h, w = long_side_size(height, width, side)
-            image.draft("RGB", (w, h))  # picks the largest 1/2^k scale still >= (w, h)
-        else:
-            pixels = _decode_jpeg_full(data)
-            if pixels is not None:
-                return pixels, (height, width)
+    if image.format == "JPEG" and draft and max(width, height) >= 2 * side:
+        h, w = long_side_size(height, width, side)
+        image.draft("RGB", (w, h))  # picks the largest 1/2^k scale still >= (w, h)
+    elif image.format == "JPEG" and header is None:  # a JPEG our scan could not read: torchvision may
+        pixels = _decode_jpeg_full(data)
+        if pixels is not None:
+            return pixels, (height, width)
     pixels = np.array(to_rgb(image))  # (h, w, 3), writable
     return torch.from_numpy(pixels).permute(2, 0, 1), (height, width)
+
+
+#: start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic), not DHT/JPG/DAC
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: markers without a length field (TEM, RSTn)
+_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(H, W, components) from a JPEG's start-of-frame segment, or None when ``data`` is not a JPEG whose frame
+    header this short scan finds (PIL then decides). Walks the marker segments before the first SOF only."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker in _SOF_MARKERS:
+            if length < 8 or pos + 10 > n:
+                return None
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            return (height, width, data[pos + 9]) if height and width else None
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / scan data before any frame: not for us
+            return None
+        pos += 2 + length
+    return None
 
 
 def _decode_jpeg_full(data: bytes) -> torch.Tensor | None:

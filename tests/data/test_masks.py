@@ -17,6 +17,7 @@ from fclm_data.masks import (
     polygons_to_rle,
     rle_area,
     rle_bbox,
+    rle_runs,
     segmentation_to_rle,
 )  # fmt: skip
 
@@ -85,3 +86,37 @@ def test_box_helpers() -> None:
 def test_merge_is_union() -> None:
     a, b = polygons_to_rle(POLYS[:1], H, W), polygons_to_rle(POLYS[1:], H, W)
     assert np.array_equal(decode_rle(merge_rles([a, b])), decode_rle(polygons_to_rle(POLYS, H, W)))
+
+
+def _masks_of_every_shape():
+    """Empty, full, first pixel set, one pixel, thin and COCO-sized masks, runs long enough for 4-5 characters."""
+    rng = np.random.default_rng(7)
+    yield np.zeros((5, 7), np.uint8)
+    yield np.ones((5, 7), np.uint8)
+    first = np.zeros((4, 4), np.uint8)
+    first[0, 0] = 1
+    yield first
+    yield np.ones((1, 1), np.uint8)
+    yield (rng.random((1, 300)) < 0.5).astype(np.uint8)
+    for density in (0.001, 0.3, 0.97):
+        yield (rng.random((480, 640)) < density).astype(np.uint8)
+    big = np.zeros((1536, 2048), np.uint8)
+    big[100:1400, 50:1900] = 1  # runs of ~1.3 M pixels: deltas both signs, multi-character numbers
+    yield big
+
+
+@pytest.mark.parametrize("mask", list(_masks_of_every_shape()), ids=lambda m: f"{m.shape}-{int(m.sum())}")
+def test_vectorised_runs_equal_pycocotools_and_the_reference_parser(mask: np.ndarray) -> None:
+    rle = encode_mask(mask)
+    runs = rle_runs(rle["counts"])
+    assert runs is not None and int(runs.sum()) == mask.size
+    expected = np.repeat(np.arange(runs.size) % 2, runs).reshape(mask.shape, order="F")
+    assert np.array_equal(expected, decode_rle(rle))  # pycocotools' own decode of the same string
+    assert runs.tolist() == parse_rle_counts(rle["counts"])
+    assert np.array_equal(rle_runs(rle["counts"].encode()), runs)  # bytes counts too
+
+
+@pytest.mark.parametrize("counts", ["0P", "a" * 13 + "0", "\x7f0", "é0", " 0"],
+                         ids=["ends-inside-a-number", "number-too-long", "past-the-alphabet", "not-ascii", "below"])
+def test_malformed_counts_parse_to_none(counts: str) -> None:
+    assert rle_runs(counts) is None and parse_rle_counts(counts) is None

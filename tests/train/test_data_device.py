@@ -13,7 +13,7 @@ from PIL import Image
 
 from fclm_data.masks import encode_mask
 from fclm_train.data.collate import collate
-from fclm_train.data.device import pack_mask, unpack_masks
+from fclm_train.data.device import pack_mask, pack_rle, unpack_masks
 from fclm_train.data.encode import Encoder, EncoderConfig, RegionMasks, image_tensors
 from fclm_train.data.vision import QWEN_STD, SAM_STD, frame_scale, open_image
 from fclm_train.model.vision import to_sam_frame
@@ -165,3 +165,14 @@ def test_cuda_step_equals_the_cpu_step(tiny_tokenizer):
             assert_close_levels(cuda.sam_images, cpu.sam_images, levels * SAM_ATOL, "sam", share=0.25)
             for name in ("region_masks", "seg_masks", "seg_ignore", "input_ids", "labels"):
                 assert torch.equal(getattr(cuda, name).cpu(), getattr(cpu, name)), name
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (9, 7), (1, 300)])
+def test_pack_rle_equals_packing_the_decoded_mask(shape) -> None:
+    from fclm_data.masks import decode_rle
+
+    mask = (np.random.default_rng(shape[1]).random(shape) < 0.4).astype(np.uint8)
+    rle = encode_mask(mask)
+    assert np.array_equal(pack_rle(rle), pack_mask(decode_rle(rle)))
+    with pytest.raises(ValueError, match="do not tile"):  # a truncated string must not decode to garbage
+        pack_rle({**rle, "counts": rle["counts"][:-2]})

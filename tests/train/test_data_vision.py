@@ -11,6 +11,7 @@ from PIL import Image
 
 from fclm_train.data.vision import (
     image_token_count,
+    jpeg_frame,
     mask_to_frame,
     open_image,
     qwen_grid_size,
@@ -129,3 +130,17 @@ def test_full_size_jpeg_decoding_gives_pils_pixels(options, mode):
     assert size == (48, 80) and np.array_equal(decoded.permute(1, 2, 0).numpy(), expected)
     with pytest.raises(OSError):
         open_image(buffer.getvalue()[: len(buffer.getvalue()) // 2], 1024)  # truncated: PIL's error
+
+
+@pytest.mark.parametrize("options", [{"quality": 90}, {"progressive": True}, {"exif": b"Exif\x00\x00" + bytes(64)},
+                                     {"icc_profile": bytes(3000)}, {"quality": 75, "subsampling": 0}])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_jpeg_frame_reads_what_pil_reads(options, mode):
+    """The marker scan that replaces PIL's parser on the loader's path: size and components as PIL has them."""
+    buffer = io.BytesIO()
+    Image.fromarray(_image(37, 91, seed=3)).convert(mode).save(buffer, format="JPEG", **options)
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as image:
+        assert jpeg_frame(data) == (image.height, image.width, len(image.getbands()))
+    assert jpeg_frame(data[:20]) is None  # cut before the frame header: PIL decides
+    assert jpeg_frame(_png(Image.new("RGB", (4, 4)))) is None and jpeg_frame(b"") is None
