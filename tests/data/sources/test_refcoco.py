@@ -122,3 +122,24 @@ def test_bad_refs_are_rejected_with_reasons(data_root: Path, tmp_path: Path) -> 
     ledger = manifest["sources"]["refcoco"]
     assert ledger["records"] == ledger["available"] + ledger["index_rejected"]
     assert ledger["selected"] == ledger["written"] + ledger["rejected"]
+
+
+def test_a_refs_mask_is_converted_once_and_handed_out_as_copies(data_root: Path) -> None:
+    """val: one unit per expression, so a ref's mask is asked for 2-3 times; the per-process cache converts it once
+    (pycocotools' result, equal for every expression) and gives each sample its own dicts to edit."""
+    from fclm_data.sources import BuildOptions
+
+    source = get_source("refcoco", data_root, split="val")
+    units = source.index().units
+    by_ref: dict[int, list] = {}
+    for unit in units:
+        by_ref.setdefault(unit.payload["refs"][0]["ref_id"], []).append(unit)
+    first, second = next(group for group in by_ref.values() if len(group) > 1)[:2]
+    one = source.build(first, "k1", 0, BuildOptions()).sample.regions[0]
+    assert len(source._mask_cache) >= 1
+    one.mask["counts"], one.bbox[0] = "edited", -1.0  # a sample editing its region must not reach the cache
+    two = source.build(second, "k2", 0, BuildOptions()).sample.regions[0]
+    ref = first.payload["refs"][0]
+    expected = mask_utils.frPyObjects(ref["segmentation"], two.mask["size"][0], two.mask["size"][1])
+    assert np.array_equal(decode_rle(two.mask), mask_utils.decode(expected).max(axis=2))
+    assert two.bbox[0] >= 0
