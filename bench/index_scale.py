@@ -28,9 +28,14 @@ SIZES = {
     "osprey_short_form": ("osprey/osprey_short_form.json", 57, "Osprey dataset.md"),
     "osprey_conversations": ("osprey/osprey_conversation.json", 106, "Osprey dataset.md"),
     "osprey_lvis_posneg": ("osprey/osprey_lvis_positive_negative.json", 140, "Osprey dataset.md"),
+    "osprey_detailed_description": ("osprey/osprey_detail_description.json", 63.4, "Osprey dataset.md"),
     "flickr30k_gcg": ("GranDf/annotations/train/flickr_mergedGT_GCG_train.json", 300, "assumed (\"multi-hundred-MB\")"),
     "grandf": ("GranDf/annotations/train/GranDf_HA_GCG_train.json", 200, "assumed"),
+    "openpsg_gcg": ("GranDf/annotations/train/OpenPsgGCG_train.json", 200, "assumed"),
+    "refcocog_gcg": ("GranDf/annotations/train/RefCOCOg_GCG_train.json", 100, "assumed"),
     "muse": ("muse/muse_train.json", 1000, "MUSE README (~1 GB)"),
+    "vg": ("vg/vg_train_with_mask.json", 300, "assumed"),
+    "paco_lvis": ("paco/paco_lvis_v1_train.json", 300, "assumed"),
 }
 
 _PROBE = """
@@ -92,7 +97,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fclm-scale-"))
     demo = work / "demo"
     if not demo.exists():
-        generate_data_root(demo, families=["osprey", "gcg", "muse"])
+        generate_data_root(demo, families=["osprey", "gcg", "muse", "visual_genome", "paco_lvis"])
     repo = str(Path(__file__).resolve().parents[1])
     print("| source | file size | units | peak RSS (above the interpreter's) | index time | size from |")
     print("|---|---:|---:|---:|---:|---|")

@@ -34,6 +34,9 @@ _TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[\[\]{}]|"', re.DOTALL)
 _STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 _SCALAR_END = re.compile(rb"[,\]}: \t\n\r]")
 _OPEN, _CLOSE, _QUOTE = frozenset(b"[{"), frozenset(b"]}"), ord('"')
+#: what a top-level value is, from its first byte (named as ``json.load``'s result type would be)
+_KINDS = {ord("{"): "a dict", ord("["): "a list", _QUOTE: "a str", ord("t"): "a bool", ord("f"): "a bool",
+          ord("n"): "a NoneType"}  # fmt: skip
 
 
 class Span(NamedTuple):
@@ -66,13 +69,13 @@ class JsonStream:
     # ---- public: the two layouts -------------------------------------------------------------
     def list_items(self) -> Iterator[Span]:
         """Every element of a top-level JSON list, then a check that nothing follows the list."""
-        self._start(ord("["), "a JSON list")
+        self._start(ord("["), "a list")
         yield from self._elements()
         self._finish("list")
 
     def members(self, arrays: frozenset[str] | set[str] = frozenset()) -> Iterator[Member]:
         """Every member of a top-level JSON object; the lists of the keys in ``arrays`` element by element."""
-        self._start(ord("{"), "a JSON object")
+        self._start(ord("{"), "a dict")
         if self._peek() == ord("}"):
             self.pos += 1
         else:
@@ -89,8 +92,7 @@ class JsonStream:
             self.pos = len(_BOM)
         c = self._peek()
         if c != opener:
-            found = "the end of the file" if c is None else repr(chr(c))
-            raise self._error(f"expected {what}, found {found}")
+            raise self._error(f"holds {_KINDS.get(c, 'a number') if c is not None else 'nothing'}, not {what}")
         self.pos += 1
 
     def _elements(self) -> Iterator[Span]:
@@ -242,18 +244,18 @@ class JsonStream:
         return Reject("malformed_annotation", f"{self.rel}: {reason} at byte {at}", self.rel)
 
 
-def iter_json_list(path: Path, rel: str, chunk_size: int = DEFAULT_CHUNK) -> Iterator[Span]:
+def iter_json_list(path: Path, rel: str, chunk_size: int | None = None) -> Iterator[Span]:
     """(offset, length, record) for each element of the top-level JSON list in ``path``."""
     with _open(path, rel) as fh:
-        yield from JsonStream(fh, rel, chunk_size).list_items()
+        yield from JsonStream(fh, rel, chunk_size or DEFAULT_CHUNK).list_items()
 
 
 def iter_json_members(
-    path: Path, rel: str, arrays: frozenset[str] | set[str] = frozenset(), chunk_size: int = DEFAULT_CHUNK
+    path: Path, rel: str, arrays: frozenset[str] | set[str] = frozenset(), chunk_size: int | None = None
 ) -> Iterator[Member]:
     """The members of the top-level JSON object in ``path``; the arrays named in ``arrays`` element by element."""
     with _open(path, rel) as fh:
-        yield from JsonStream(fh, rel, chunk_size).members(arrays)
+        yield from JsonStream(fh, rel, chunk_size or DEFAULT_CHUNK).members(arrays)
 
 
 def read_record(path: Path, rel: str, offset: int, length: int) -> Any:

@@ -89,6 +89,11 @@ class Source:
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         raise NotImplementedError
 
+    def payload_of(self, unit: Unit) -> Any:
+        """What ``build`` works from: ``unit.payload``, or, for sources whose units keep only a record's
+        byte span (large releases: memory stays flat while indexing), the payload re-derived from it."""
+        return unit.payload
+
     def image_candidates(self, unit: Unit) -> list[str]:
         """Paths (relative to the data root) where the unit's image may be, in the order tried."""
         return []
