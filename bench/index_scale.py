@@ -4,8 +4,8 @@
 
 For each source, the demo release file is grown to the release's size (``SIZES``: Osprey's from
 its dataset.md; the others are assumptions, marked) by repeating its records with fresh ids, and
-indexed in a fresh interpreter; peak RSS (``ru_maxrss``) is reported above the interpreter's
-own (imports included). One source at a time, so the figures do not add up across sources.
+indexed in a fresh interpreter; peak RSS (``VmHWM``, reset after the imports) is reported above the
+interpreter's own RSS with its imports. One source at a time, so the figures do not add up across sources.
 """
 
 from __future__ import annotations
@@ -39,17 +39,24 @@ SIZES = {
 }
 
 _PROBE = """
-import json, resource, sys, time
+import json, sys, time
+from pathlib import Path
 sys.path.insert(0, {repo!r})
 from fclm_data.sources import get_source
+
+def status(field):  # kB -> MiB, from /proc/self/status (ru_maxrss would carry the parent's peak across exec)
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
 get_source({source!r}, {root!r})  # imports first: their memory is the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = status("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
 start = time.perf_counter()
 result = get_source({source!r}, {root!r}).index()
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status("VmHWM")
 print(json.dumps({{"units": len(result.units), "rejects": len(result.rejects), "seconds": seconds,
-                  "base_mib": base / 1024, "peak_mib": peak / 1024}}))
+                  "base_mib": base, "peak_mib": peak}}))
 """
 
 
@@ -88,32 +95,43 @@ def write_release_size(demo: Path, root: Path, rel: str, mb: float) -> int:
     return path.stat().st_size
 
 
+def probe(repo: str, source: str, root: Path) -> dict:
+    """Index ``source`` under ``root`` with the code of checkout ``repo``, in a fresh interpreter."""
+    code = _PROBE.format(repo=repo, source=source, root=str(root))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--only", default=",".join(SIZES))
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the release size (quick tries)")
+    parser.add_argument("--baseline", default=None, help="another checkout (e.g. the whole-file readers) to compare")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fclm-scale-"))
     demo = work / "demo"
     if not demo.exists():
         generate_data_root(demo, families=["osprey", "gcg", "muse", "visual_genome", "paco_lvis"])
     repo = str(Path(__file__).resolve().parents[1])
-    print("| source | file size | units | peak RSS (above the interpreter's) | index time | size from |")
-    print("|---|---:|---:|---:|---:|---|")
+    extra = " baseline RSS | baseline time | RSS ratio |" if args.baseline else ""
+    print(f"| source | file size | units | peak RSS above the interpreter | index time |{extra} size from |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * (3 if args.baseline else 0) + "---|")
     for source in args.only.split(","):
         rel, mb, where = SIZES[source]
         root = work / source
         started = time.perf_counter()
         size = write_release_size(demo, root, rel, mb * args.scale)
         generated = time.perf_counter() - started
-        probe = _PROBE.format(repo=repo, source=source, root=str(root))
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        print(f"| {source} | {size / 1e6:,.0f} MB | {r['units']:,} | {r['peak_mib']:,.0f} MiB "
-              f"({r['peak_mib'] - r['base_mib']:+,.0f}) "
-              f"| {r['seconds']:.1f} s | {where} |", flush=True)  # fmt: skip
-        print(f"  (generated in {generated:.0f} s)", file=sys.stderr)
+        r = probe(repo, source, root)
+        rss = r["peak_mib"] - r["base_mib"]
+        row = f"| {source} | {size / 1e6:,.0f} MB | {r['units']:,} | {rss:,.0f} MiB | {r['seconds']:.1f} s |"
+        if args.baseline:
+            b = probe(str(Path(args.baseline).resolve()), source, root)
+            b_rss = b["peak_mib"] - b["base_mib"]
+            row += f" {b_rss:,.0f} MiB | {b['seconds']:.1f} s | {rss / max(b_rss, 1):.2f}x |"
+        print(f"{row} {where} |", flush=True)
+        print(f"  (generated in {generated:.0f} s; interpreter with imports {r['base_mib']:.0f} MiB)", file=sys.stderr)
 
 
 if __name__ == "__main__":
