@@ -124,6 +124,59 @@ def names_of(categories: list) -> dict[Any, str]:
     }
 
 
+@dataclass
+class CocoSpans:
+    """A COCO-style file read by streaming (:mod:`fclm_data.jsonstream`), for releases too large to hold parsed.
+
+    The same rules as :func:`parse_coco` (lists required, an id repeated is ambiguous, an entry
+    without an id is an entry reject), but entries are kept as (offset, length) byte spans to
+    re-read (:class:`~fclm_data.jsonstream.SpanReader`); an annotation keeps only its ids.
+    """
+
+    rel: str
+    images: dict[Any, tuple[int, int]]  #: id -> span of the entry, ids that appear exactly once
+    #: (id, image_id, span) per ``annotations`` entry in file order; ids are None for an entry that is not a dict
+    annotations: list[tuple[Any, Any, tuple[int, int]]]
+    duplicate_images: dict[Any, int] = field(default_factory=dict)
+    entry_rejects: list[tuple[str, Reject]] = field(default_factory=list)
+
+
+def stream_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoSpans:
+    """Stream ``root/rel`` into a :class:`CocoSpans`; a file-level problem is one ``malformed_annotation``."""
+    from fclm_data.jsonstream import iter_json_members
+
+    tables = ("images", "annotations", "categories")
+    kinds: dict[str, str] = {}  #: top-level key -> type name of its value ("list" when streamed)
+    image_ids: list[tuple[Any, tuple[int, int]]] = []
+    coco = CocoSpans(rel, {}, [])
+    for m in iter_json_members(root / rel, rel, set(tables)):
+        kinds[m.key] = "list" if m.index is not None else type(m.value).__name__
+        span = (m.offset, m.length)
+        if m.index is None:
+            continue
+        if m.key == "images":
+            image_ids.append((m.value.get("id") if isinstance(m.value, dict) else None, span))
+        elif m.key == "annotations":
+            ann = m.value if isinstance(m.value, dict) else {}
+            coco.annotations.append((ann.get("id"), ann.get("image_id"), span))
+    if not all(kinds.get(key) == "list" for key in require):
+        what = f"an '{require[0]}' list" if len(require) == 1 else "/".join(f"'{k}'" for k in require) + " lists"
+        raise Reject("malformed_annotation", f"{rel} lacks {what}", rel)
+    for key in tables:
+        if kinds.get(key, "list") not in ("list", "NoneType"):
+            raise Reject("malformed_annotation", f"{rel} '{key}' is a {kinds[key]}, not a list", rel)
+    counts = Counter(image_id for image_id, _ in image_ids if is_id(image_id))
+    for position, (image_id, span) in enumerate(image_ids):
+        if not is_id(image_id):
+            problem = Reject("malformed_annotation", f"{rel} images[{position}] has no int/str 'id'", rel)
+            coco.entry_rejects.append((f"image #{position}", problem))
+        elif counts[image_id] > 1:
+            coco.duplicate_images[image_id] = counts[image_id]
+        else:
+            coco.images[image_id] = span
+    return coco
+
+
 def read_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoFile:
     """Load and parse ``root/rel`` (a parse failure is one ``malformed_annotation`` reject naming it)."""
     from fclm_data.sources.base import load_json_file

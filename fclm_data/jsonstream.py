@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from fclm_data.errors import Reject
-from fclm_data.images import read_range
 
 DEFAULT_CHUNK = 1 << 20  #: bytes per read; memory is about one chunk plus the largest record
 _BOM = b"\xef\xbb\xbf"
@@ -74,7 +73,8 @@ class JsonStream:
         self._finish("list")
 
     def members(self, arrays: frozenset[str] | set[str] = frozenset()) -> Iterator[Member]:
-        """Every member of a top-level JSON object; the lists of the keys in ``arrays`` element by element."""
+        """Every member of a top-level JSON object; the lists of the keys in ``arrays`` element by element
+        (an empty one, or a key in ``arrays`` whose value is not a list, comes whole with ``index`` None)."""
         self._start(ord("{"), "a dict")
         if self._peek() == ord("}"):
             self.pos += 1
@@ -113,9 +113,13 @@ class JsonStream:
             raise self._error(f"expected ':' after key {key!r:.40}")
         self.pos += 1
         if key in arrays and self._peek() == ord("["):
+            offset, empty = self.base + self.pos, True
             self.pos += 1
             for i, span in enumerate(self._elements()):
+                empty = False
                 yield Member(key, i, *span)
+            if empty:  # so that the caller still sees the key
+                yield Member(key, None, offset, self.base + self.pos - offset, [])
         else:
             yield Member(key, None, *self._value())
 
@@ -258,13 +262,34 @@ def iter_json_members(
         yield from JsonStream(fh, rel, chunk_size or DEFAULT_CHUNK).members(arrays)
 
 
+class SpanReader:
+    """Re-reads records from the spans an index kept, through one open file (the file must not have changed)."""
+
+    def __init__(self, path: Path, rel: str) -> None:
+        self.fh, self.rel = _open(path, rel), rel
+
+    def __enter__(self) -> SpanReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+    def __call__(self, offset: int, length: int) -> Any:
+        self.fh.seek(offset)
+        raw = self.fh.read(length)
+        try:
+            if len(raw) != length:
+                raise ValueError(f"{len(raw)} of {length} bytes")
+            return json.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            detail = f"{self.rel}: the record at byte {offset} changed since indexing ({exc})"
+            raise Reject("malformed_annotation", detail, self.rel) from exc
+
+
 def read_record(path: Path, rel: str, offset: int, length: int) -> Any:
-    """Re-read one record from the span an index kept (the file must not have changed in between)."""
-    raw = read_range(path, offset, length)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Reject("malformed_annotation", f"{rel}: the record at byte {offset} changed since indexing", rel) from exc
+    """One record re-read from its span (see :class:`SpanReader` for many)."""
+    with SpanReader(path, rel) as read:
+        return read(offset, length)
 
 
 def _open(path: Path, rel: str) -> BinaryIO:

@@ -191,16 +191,6 @@ class GcgSource(Source):
     def image_root(self) -> str:
         return self.image_dir.format(split=self.split)
 
-    def _load(self, result: IndexResult, container: type = list) -> Any:
-        """The annotation JSON, or None after recording why it is unusable (unreadable, or not a ``container``)."""
-        data = self.load_index_file(self.ann_path, result)
-        if data is None or isinstance(data, container):
-            return data
-        exc = Reject("malformed_annotation",
-                     f"{self.ann_path} holds a {type(data).__name__}, not a {container.__name__}")  # fmt: skip
-        result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
-        return None
-
     def _stream(self, result: IndexResult) -> Iterator[tuple[int, Span]]:
         """(position, span) per element of the top-level list; a file-level problem ends the stream as the
         file's one reject, and then nothing indexed from it is kept (units and rejects are cleared)."""
