@@ -213,8 +213,9 @@ class JsonStream:
     # ---- buffer ------------------------------------------------------------------------------
     def _more(self, keep: int, scan: int, what: str) -> tuple[int, int]:
         """Read another chunk, dropping ``buf[:keep]``; returns ``keep`` and ``scan`` shifted to match."""
+        at = self.base + keep
         if not self._read(keep):
-            raise self._error(f"truncated: {what} is cut off by the end of the file", self.base + keep)
+            raise self._error(f"truncated: {what} is cut off by the end of the file", at)
         return 0, scan - keep
 
     def _read(self, keep: int) -> bool:
