@@ -17,12 +17,14 @@ The tables are read once, here, with the same rules for every source:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
+from fclm_data.jsonstream import Span, iter_json_members
 
 
 def is_id(value: Any) -> bool:
@@ -40,6 +42,8 @@ class CocoFile:
     duplicate_annotations: dict[Any, int] = field(default_factory=dict)
     #: (record label, reject) for entries that cannot be referred to (no usable id)
     entry_rejects: list[tuple[str, Reject]] = field(default_factory=list)
+    #: the file's other top-level members (``part_categories``, ...), filled by :func:`read_coco_tables`
+    others: dict[str, Any] = field(default_factory=dict)
     _by_ann_id: dict[Any, dict] | None = None
 
     def image(self, image_id: Any) -> dict:
@@ -143,8 +147,6 @@ class CocoSpans:
 
 def stream_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoSpans:
     """Stream ``root/rel`` into a :class:`CocoSpans`; a file-level problem is one ``malformed_annotation``."""
-    from fclm_data.jsonstream import iter_json_members
-
     tables = ("images", "annotations", "categories")
     kinds: dict[str, str] = {}  #: top-level key -> type name of its value ("list" when streamed)
     image_ids: list[tuple[Any, tuple[int, int]]] = []
@@ -175,6 +177,37 @@ def stream_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "ann
         else:
             coco.images[image_id] = span
     return coco
+
+
+def read_coco_tables(
+    root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations"), ann_fields: tuple[str, ...] = ()
+) -> CocoFile:
+    """:func:`read_coco` for files too large to hold parsed: the file is streamed, and the :class:`CocoFile`
+    has every table but ``annotations``, which keeps only ``ann_fields`` of each entry (so that
+    :meth:`CocoFile.annotation` works on them); :func:`iter_coco_annotations` streams the entries themselves.
+    """
+    data: dict[str, Any] = {}
+    streamed: dict[str, list] = {"images": [], "annotations": [], "categories": []}
+    for m in iter_json_members(root / rel, rel, set(streamed)):
+        if m.index is None:
+            data[m.key] = m.value  # a table read whole (an empty or non-list one) or any other member
+        elif m.key == "annotations":
+            ann = m.value
+            streamed["annotations"].append({k: ann[k] for k in ann_fields if k in ann} if isinstance(ann, dict) else None)
+        else:
+            streamed[m.key].append(m.value)
+        if m.index == 0:
+            data[m.key] = streamed[m.key]
+    coco = parse_coco(data, rel, require)
+    coco.others = {k: v for k, v in data.items() if k not in streamed}
+    return coco
+
+
+def iter_coco_annotations(root: Path, rel: str) -> Iterator[Span]:
+    """(offset, length, entry) per ``annotations`` entry, in file order (the file's second pass)."""
+    for m in iter_json_members(root / rel, rel, {"images", "annotations", "categories"}):
+        if m.key == "annotations" and m.index is not None:
+            yield Span(m.offset, m.length, m.value)
 
 
 def read_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoFile:

@@ -29,6 +29,10 @@ WHOLE_FILE_DIGESTS = {
     ("refcocog_gcg", "val"): (1, 0, "e659be7d1693fe4c"),
     ("flickr30k_gcg", "train"): (6, 2, "098987ad9942f195"),
     ("flickr30k_gcg", "val"): (1, 0, "1f02f569cf2d943d"),
+    ("vg", "train"): (5, 1, "18d20ec4eebc6131"),
+    ("vg_grit", "train"): (5, 3, "fb8306d94cbe7984"),
+    ("paco_lvis", "train"): (6, 1, "e6b9e2cefd7a0784"),
+    ("paco_lvis", "val"): (2, 0, "9483bd4bcbe5b197"),
 }
 
 
@@ -58,3 +62,12 @@ def test_units_keep_spans_not_records(data_root: Path, name: str) -> None:
         kept = json.dumps(unit.payload, default=str)
         assert len(kept) < 200, kept
         assert not {"counts", "segmentation", "caption", "turns", "phrases"} & set(unit.payload)
+
+
+@pytest.mark.parametrize("name", ["vg", "paco_lvis"])
+def test_coco_units_keep_mask_spans(data_root: Path, name: str) -> None:
+    """Per-image units of the COCO-style files keep each annotation's span in place of its mask."""
+    source = get_source(name, data_root)
+    units = source.index().units
+    assert units and all("span" in e and "segmentation" not in e for u in units for e in u.payload["anns"])
+    assert all("segmentation" in e for u in units for e in source.payload_of(u)["anns"])
