@@ -52,11 +52,19 @@ get_source({source!r}, {root!r})  # imports first: their memory is the baseline
 base = status("VmRSS")
 Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
 start = time.perf_counter()
-result = get_source({source!r}, {root!r}).index()
+if {reader_only!r}:  # the streaming reader alone, no units: what memory is without them
+    from fclm_data.jsonstream import iter_json_list, iter_json_members
+    path = Path({root!r}) / {rel!r}
+    with path.open("rb") as fh:
+        is_list = fh.read(1) == b"["
+    n = sum(1 for _ in (iter_json_list(path, {rel!r}) if is_list else iter_json_members(path, {rel!r}, {{"images", "annotations"}})))
+    units, rejects = n, 0
+else:
+    result = get_source({source!r}, {root!r}).index()
+    units, rejects = len(result.units), len(result.rejects)
 seconds = time.perf_counter() - start
 peak = status("VmHWM")
-print(json.dumps({{"units": len(result.units), "rejects": len(result.rejects), "seconds": seconds,
-                  "base_mib": base, "peak_mib": peak}}))
+print(json.dumps({{"units": units, "rejects": rejects, "seconds": seconds, "base_mib": base, "peak_mib": peak}}))
 """
 
 
@@ -103,9 +111,10 @@ def write_release_size(demo: Path, root: Path, rel: str, mb: float) -> int:
     return path.stat().st_size
 
 
-def probe(repo: str, source: str, root: Path) -> dict:
-    """Index ``source`` under ``root`` with the code of checkout ``repo``, in a fresh interpreter."""
-    code = _PROBE.format(repo=repo, source=source, root=str(root))
+def probe(repo: str, source: str, root: Path, rel: str = "", reader_only: bool = False) -> dict:
+    """Index ``source`` under ``root`` with the code of checkout ``repo``, in a fresh interpreter
+    (``reader_only``: only stream ``rel`` through :mod:`fclm_data.jsonstream`, keeping nothing)."""
+    code = _PROBE.format(repo=repo, source=source, root=str(root), rel=rel, reader_only=reader_only)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -116,15 +125,17 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SIZES))
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the release size (quick tries)")
     parser.add_argument("--baseline", default=None, help="another checkout (e.g. the whole-file readers) to compare")
+    parser.add_argument("--reader", action="store_true", help="also the streaming reader alone (records kept: none)")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fclm-scale-"))
     demo = work / "demo"
     if not demo.exists():
         generate_data_root(demo, families=["osprey", "gcg", "muse", "visual_genome", "paco_lvis"])
     repo = str(Path(__file__).resolve().parents[1])
-    extra = " baseline RSS | baseline time | RSS ratio |" if args.baseline else ""
-    print(f"| source | file size | units | peak RSS above the interpreter | index time |{extra} size from |")
-    print("|---|---:|---:|---:|---:|" + "---:|" * (3 if args.baseline else 0) + "---|")
+    extra = (" baseline RSS | baseline time | RSS ratio |" if args.baseline else "") + (
+        " reader alone RSS | reader alone time |" if args.reader else "")
+    print(f"| source | file size | units | peak RSS above the interpreter | per unit | index time |{extra} size from |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * (3 * bool(args.baseline) + 2 * args.reader) + "---|")
     for source in args.only.split(","):
         rel, mb, where = SIZES[source]
         root = work / source
@@ -133,11 +144,15 @@ def main() -> None:
         generated = time.perf_counter() - started
         r = probe(repo, source, root)
         rss = r["peak_mib"] - r["base_mib"]
-        row = f"| {source} | {size / 1e6:,.0f} MB | {r['units']:,} | {rss:,.0f} MiB | {r['seconds']:.1f} s |"
+        per_unit = rss * 2**20 / max(r["units"], 1)
+        row = f"| {source} | {size / 1e6:,.0f} MB | {r['units']:,} | {rss:,.0f} MiB | {per_unit:,.0f} B | {r['seconds']:.1f} s |"
         if args.baseline:
             b = probe(str(Path(args.baseline).resolve()), source, root)
             b_rss = b["peak_mib"] - b["base_mib"]
             row += f" {b_rss:,.0f} MiB | {b['seconds']:.1f} s | {rss / max(b_rss, 1):.2f}x |"
+        if args.reader:
+            a = probe(repo, source, root, rel, reader_only=True)
+            row += f" {a['peak_mib'] - a['base_mib']:,.0f} MiB | {a['seconds']:.1f} s |"
         print(f"{row} {where} |", flush=True)
         print(f"  (generated in {generated:.0f} s; interpreter with imports {r['base_mib']:.0f} MiB)", file=sys.stderr)
 
