@@ -17,6 +17,7 @@ invalid JSON inside a record.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterator
@@ -26,16 +27,10 @@ from typing import Any, BinaryIO, NamedTuple
 from fclm_data.errors import Reject
 
 DEFAULT_CHUNK = 1 << 20  #: bytes per read; memory is about one chunk plus the largest record
-_BOM = b"\xef\xbb\xbf"
-_WS = re.compile(rb"[ \t\n\r]*+")
-#: a whole string (escapes included), a bracket, or a lone quote (a string that runs past the buffer)
-_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[\[\]{}]|"', re.DOTALL)
-_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
-_SCALAR_END = re.compile(rb"[,\]}: \t\n\r]")
-_OPEN, _CLOSE, _QUOTE = frozenset(b"[{"), frozenset(b"]}"), ord('"')
-#: what a top-level value is, from its first byte (named as ``json.load``'s result type would be)
-_KINDS = {ord("{"): "a dict", ord("["): "a list", _QUOTE: "a str", ord("t"): "a bool", ord("f"): "a bool",
-          ord("n"): "a NoneType"}  # fmt: skip
+_WS = re.compile(r"[ \t\n\r]*+")
+_CUT_SLACK = 8  #: a parse error this close to the end of the text read so far may be the chunk's cut
+#: what a top-level value is, from its first character (named as ``json.load``'s result type would be)
+_KINDS = {"{": "a dict", "[": "a list", '"': "a str", "t": "a bool", "f": "a bool", "n": "a NoneType"}
 
 
 class Span(NamedTuple):
@@ -52,44 +47,59 @@ class Member(NamedTuple):
     value: Any
 
 
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 class JsonStream:
-    """A chunked reader over one binary file; ``peak_buffer`` is the most bytes it ever held."""
+    """A chunked reader over one binary file; ``peak_buffer`` is the most characters it ever held.
+
+    The chunks are decoded incrementally (a multi-byte character cut by a chunk waits for the next),
+    and each value is parsed by ``json``'s C decoder from where it starts in the decoded text; a value
+    that the end of the text cuts short is parsed again once more text is read (a parse error within
+    a few characters of the end, an unterminated string, or a number that may go on). Byte offsets
+    are tracked by a mark that only moves forward, so they cost one pass over the text.
+    """
 
     def __init__(self, fh: BinaryIO, rel: str, chunk_size: int = DEFAULT_CHUNK) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.fh, self.rel, self.chunk_size = fh, rel, chunk_size
-        self.buf = b""
-        self.base = 0  #: file offset of ``buf[0]``
-        self.pos = 0  #: read position in ``buf``
+        self.text = ""
+        self.pos = 0  #: read position in ``text``
+        self.mark = (0, 0)  #: (index in ``text``, byte offset of that character in the file)
+        self.read_bytes = 0  #: bytes read from the file so far
         self.eof = False
         self.peak_buffer = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._json = json.JSONDecoder()
 
     # ---- public: the two layouts -------------------------------------------------------------
     def list_items(self) -> Iterator[Span]:
         """Every element of a top-level JSON list, then a check that nothing follows the list."""
-        self._start(ord("["), "a list")
+        self._start("[", "a list")
         yield from self._elements()
         self._finish("list")
 
     def members(self, arrays: frozenset[str] | set[str] = frozenset()) -> Iterator[Member]:
         """Every member of a top-level JSON object; the lists of the keys in ``arrays`` element by element
         (an empty one, or a key in ``arrays`` whose value is not a list, comes whole with ``index`` None)."""
-        self._start(ord("{"), "a dict")
-        if self._peek() == ord("}"):
+        self._start("{", "a dict")
+        if self._peek() == "}":
             self.pos += 1
         else:
             while True:
                 yield from self._member(arrays)
-                if self._delimiter(ord("}"), "object"):
+                if self._delimiter("}", "object"):
                     break
         self._finish("object")
 
     # ---- structure ---------------------------------------------------------------------------
-    def _start(self, opener: int, what: str) -> None:
-        self._fill_to(len(_BOM))
-        if self.buf.startswith(_BOM):
-            self.pos = len(_BOM)
+    def _start(self, opener: str, what: str) -> None:
+        while not self.text and self._read(0):  # (the first chunks may hold only part of a character)
+            pass
+        if self.text.startswith("\ufeff"):  # a UTF-8 BOM
+            self.pos = 1
         c = self._peek()
         if c != opener:
             raise self._error(f"holds {_KINDS.get(c, 'a number') if c is not None else 'nothing'}, not {what}")
@@ -97,45 +107,45 @@ class JsonStream:
 
     def _elements(self) -> Iterator[Span]:
         """The elements of a list whose ``[`` was consumed, up to and including its ``]``."""
-        if self._peek() == ord("]"):
+        if self._peek() == "]":
             self.pos += 1
             return
         while True:
             yield self._value()
-            if self._delimiter(ord("]"), "list"):
+            if self._delimiter("]", "list"):
                 return
 
     def _member(self, arrays: frozenset[str] | set[str]) -> Iterator[Member]:
-        if self._peek() != _QUOTE:
+        if self._peek() != '"':
             raise self._error("expected a string key")
         key = self._value().value
-        if self._peek() != ord(":"):
+        if self._peek() != ":":
             raise self._error(f"expected ':' after key {key!r:.40}")
         self.pos += 1
-        if key in arrays and self._peek() == ord("["):
-            offset, empty = self.base + self.pos, True
+        if key in arrays and self._peek() == "[":
+            offset, empty = self._byte_at(self.pos), True
             self.pos += 1
             for i, span in enumerate(self._elements()):
                 empty = False
                 yield Member(key, i, *span)
             if empty:  # so that the caller still sees the key
-                yield Member(key, None, offset, self.base + self.pos - offset, [])
+                yield Member(key, None, offset, self._byte_at(self.pos) - offset, [])
         else:
             yield Member(key, None, *self._value())
 
-    def _delimiter(self, closer: int, what: str) -> bool:
+    def _delimiter(self, closer: str, what: str) -> bool:
         """Consume ',' (False: another item follows) or ``closer`` (True: the container ends)."""
         c = self._peek()
         if c == closer:
             self.pos += 1
             return True
-        if c != ord(","):
+        if c != ",":
             if c is None:
                 raise self._error(f"truncated: the {what} is not closed")
-            raise self._error(f"invalid JSON: expected ',' or {chr(closer)!r}, found {chr(c)!r}")
+            raise self._error(f"invalid JSON: expected ',' or {closer!r}, found {c!r}")
         self.pos += 1
         if self._peek() == closer:
-            raise self._error(f"invalid JSON: a ',' before the {chr(closer)!r} that closes the {what}")
+            raise self._error(f"invalid JSON: a ',' before the {closer!r} that closes the {what}")
         return False
 
     def _finish(self, what: str) -> None:
@@ -148,104 +158,66 @@ class JsonStream:
         c = self._peek()
         if c is None:
             raise self._error("truncated: a value is missing")
-        if c in _OPEN:
-            end = self._container_end(self.pos)
-        elif c == _QUOTE:
-            end = self._string_end(self.pos)
-        elif c in _CLOSE or c in b",:":
-            raise self._error(f"invalid JSON: expected a value, found {chr(c)!r}")
-        else:
-            end = self._scalar_end(self.pos)
-        start = self.pos  # the value's start (reading more shifts the buffer, and ``pos`` with it)
-        offset = self.base + start
-        raw = self.buf[start:end]
+        if c in "]},:":
+            raise self._error(f"invalid JSON: expected a value, found {c!r}")
+        while True:
+            try:
+                value, end = self._json.raw_decode(self.text, self.pos)
+                if end < len(self.text) or self.eof or c in '[{"':  # a number may go on in the next chunk
+                    break
+            except json.JSONDecodeError as exc:
+                cut = exc.pos >= len(self.text) - _CUT_SLACK or exc.msg.startswith("Unterminated string")
+                if self.eof or not cut:
+                    if self.eof and (exc.pos >= len(self.text) or exc.msg.startswith("Unterminated string")):
+                        what = "a string" if c == '"' else "a record"
+                        raise self._error(f"truncated: {what} is cut off by the end of the file") from exc
+                    raise self._error(f"invalid JSON: {exc.msg}", self._byte_at(exc.pos)) from exc
+            self._read(self.pos, more=len(self.text) - self.pos)
+        offset = self._byte_at(self.pos)
+        length = self._byte_at(end) - offset
         self.pos = end
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise self._error(f"not UTF-8 text ({exc.reason})", offset + exc.start) from exc
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            at = offset + len(text[: exc.pos].encode("utf-8"))
-            raise self._error(f"invalid JSON: {exc.msg}", at) from exc
-        return Span(offset, end - start, value)
-
-    def _container_end(self, start: int) -> int:
-        """Index in ``buf`` just past the bracket that closes the container opened at ``start``."""
-        depth, scan = 0, start
-        while True:
-            for m in _TOKEN.finditer(self.buf, scan):
-                i = m.start()
-                c = self.buf[i]
-                if c == _QUOTE:
-                    if m.end() - i == 1:  # a string that runs past the buffer: resume at its quote
-                        scan = i
-                        break
-                elif c in _OPEN:
-                    depth += 1
-                else:
-                    depth -= 1
-                    if depth == 0:
-                        return m.end()
-            else:
-                scan = len(self.buf)
-            start, scan = self._more(start, scan, "a record")
-
-    def _string_end(self, start: int) -> int:
-        while True:
-            m = _STRING.match(self.buf, start)
-            if m:
-                return m.end()
-            start, _ = self._more(start, start, "a string")
-
-    def _scalar_end(self, start: int) -> int:
-        scan = start
-        while True:
-            m = _SCALAR_END.search(self.buf, scan)
-            if m:
-                return m.start()
-            scan = len(self.buf) - start
-            if not self._read(start):
-                return len(self.buf)  # a number or literal that ends the file (the list is then unclosed)
-            start = 0
+        return Span(offset, length, value)
 
     # ---- buffer ------------------------------------------------------------------------------
-    def _more(self, keep: int, scan: int, what: str) -> tuple[int, int]:
-        """Read another chunk, dropping ``buf[:keep]``; returns ``keep`` and ``scan`` shifted to match."""
-        at = self.base + keep
-        if not self._read(keep):
-            raise self._error(f"truncated: {what} is cut off by the end of the file", at)
-        return 0, scan - keep
+    def _byte_at(self, i: int) -> int:
+        """Byte offset in the file of ``text[i]``; ``i`` never goes back past the last one asked for."""
+        index, byte = self.mark
+        byte += _utf8_len(self.text[index:i])
+        self.mark = (i, byte)
+        return byte
 
-    def _read(self, keep: int) -> bool:
-        """Append one chunk (dropping ``buf[:keep]``, which was consumed); False at the end of the file."""
+    def _read(self, keep: int, more: int = 0) -> bool:
+        """Append a chunk (at least ``more`` bytes: a value longer than a chunk is re-parsed a few times, not
+        once per chunk), dropping ``text[:keep]``, which was consumed; False at the end of the file."""
         if self.eof:
             return False
-        data = self.fh.read(self.chunk_size)
-        self.buf = self.buf[keep:] + data
-        self.base += keep
+        self._byte_at(keep)
+        pending = len(self._utf8.getstate()[0])
+        data = self.fh.read(max(self.chunk_size, more))
+        try:
+            decoded = self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            at = self.read_bytes - pending + exc.start
+            raise self._error(f"not UTF-8 text ({exc.reason})", at) from exc
+        self.read_bytes += len(data)
+        self.text = self.text[keep:] + decoded
         self.pos -= keep
-        self.peak_buffer = max(self.peak_buffer, len(self.buf))
-        if not data:
-            self.eof = True
+        self.mark = (0, self.mark[1])
+        self.peak_buffer = max(self.peak_buffer, len(self.text))
+        self.eof = not data
         return bool(data)
 
-    def _fill_to(self, n: int) -> None:
-        while len(self.buf) - self.pos < n and self._read(self.pos):
-            pass
-
-    def _peek(self) -> int | None:
-        """The next non-whitespace byte (read position moved onto it), None at the end of the file."""
+    def _peek(self) -> str | None:
+        """The next non-whitespace character (read position moved onto it), None at the end of the file."""
         while True:
-            self.pos = _WS.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
+            self.pos = _WS.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
             if not self._read(self.pos):
                 return None
 
     def _error(self, reason: str, at: int | None = None) -> Reject:
-        at = self.base + self.pos if at is None else at
+        at = self._byte_at(self.pos) if at is None else at
         return Reject("malformed_annotation", f"{self.rel}: {reason} at byte {at}", self.rel)
 
 
