@@ -192,8 +192,10 @@ def read_coco_tables(
         if m.index is None:
             data[m.key] = m.value  # a table read whole (an empty or non-list one) or any other member
         elif m.key == "annotations":
-            ann = m.value
-            streamed["annotations"].append({k: ann[k] for k in ann_fields if k in ann} if isinstance(ann, dict) else None)
+            if ann_fields:  # else nothing: the annotations are only streamed (``iter_coco_annotations``)
+                ann = m.value
+                light = {k: ann[k] for k in ann_fields if k in ann} if isinstance(ann, dict) else None
+                streamed["annotations"].append(light)
         else:
             streamed[m.key].append(m.value)
         if m.index == 0:

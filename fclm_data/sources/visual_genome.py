@@ -173,20 +173,24 @@ class VgMaskSource(_VgSource):
         return {"segmentation": ann["segmentation"]}
 
     def _slim(self, entry: dict, offset: int, length: int) -> dict:
-        return {"ann_id": entry["ann_id"], "caption": entry["caption"], "span": (offset, length)}
+        return {"ann_id": entry["ann_id"], "span": (offset, length)}
 
     def payload_of(self, unit: Unit) -> dict:
-        """The unit with each annotation's mask re-read from its span."""
+        """The unit with each annotation's caption and mask re-read from its span."""
         p = unit.payload
         with SpanReader(self.data_root / self.file, self.file) as read:
-            anns = [{"ann_id": e["ann_id"], "caption": e["caption"], "segmentation": read(*e["span"])["segmentation"]}
-                    for e in p["anns"]]  # fmt: skip
+            anns = [_full_entry(e["ann_id"], read(*e["span"])) for e in p["anns"]]
         return {**p, "anns": anns}
 
     def _region(self, entry: dict, image: ImageData) -> Region:
         rle = segmentation_to_rle(entry["segmentation"], image.height, image.width)
         rle, box = nonempty_region_mask(rle, f"ann {entry['ann_id']}")
         return Region(mask=rle, bbox=box, caption=entry["caption"])
+
+
+def _full_entry(ann_id: Any, ann: dict) -> dict:
+    """The entry ``_entry`` made of an annotation that passed it (caption stripped, the mask as released)."""
+    return {"ann_id": ann_id, "caption": ann["caption"].strip(), "segmentation": ann["segmentation"]}
 
 
 @dataclass
