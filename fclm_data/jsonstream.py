@@ -1,18 +1,17 @@
 """Streaming reader of large annotation JSONs: one record in memory at a time, with its byte span.
 
-Release files run to hundreds of MB (MUSE ~1 GB, Osprey 57-153 MB, the GCG files); parsing one
-whole holds the file, its decoded text and every parsed record at once (2-4x the file in RSS).
-This reader reads the file in fixed-size chunks, finds where each element of a top-level list (or
-of a named array inside a top-level object, for COCO-style ``annotations``) ends by scanning the
-bytes, and parses that element alone, so memory is bounded by one chunk plus the largest record,
-whatever the file size. Each element comes with its byte offset and length, so an index can keep
-only the span and ``build`` re-read the record (:func:`read_record`).
+Release files run to hundreds of MB (MUSE ~1 GB, Osprey 57-153 MB, the GCG, VG and PACO files);
+parsing one whole holds the file, its decoded text and every parsed record at once (2-4x the file in
+RSS). This reader reads the file in fixed-size chunks, decodes them incrementally, and parses each
+element of a top-level list (or of a named array inside a top-level object, for COCO-style
+``images``/``annotations``) with ``json``'s C decoder, so memory is bounded by about one chunk plus
+the largest record, whatever the file size. Each element comes with its byte offset and length, so
+an index can keep only the span and ``build`` re-read the record (:class:`SpanReader`).
 
-Scanning works on bytes: the structural characters ``" \\ [ ] { }`` are ASCII and never occur inside
-a UTF-8 multi-byte character, so a chunk boundary anywhere (inside a string, an escape or a
-character) only means "read more". Every problem is one ``malformed_annotation`` reject naming
-the file and the byte where it is: not a list/object, truncated, trailing data, invalid UTF-8,
-invalid JSON inside a record.
+A chunk boundary anywhere (inside a string, an escape, a number or a multi-byte character) only
+means "read more and parse that value again". Every problem is one ``malformed_annotation`` reject
+naming the file and the byte where it is: not a list/object, truncated, trailing data, invalid
+UTF-8, invalid JSON inside a record.
 """
 
 from __future__ import annotations
