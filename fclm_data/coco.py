@@ -17,12 +17,14 @@ The tables are read once, here, with the same rules for every source:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
+from fclm_data.jsonstream import Span, iter_json_members
 
 
 def is_id(value: Any) -> bool:
@@ -40,6 +42,8 @@ class CocoFile:
     duplicate_annotations: dict[Any, int] = field(default_factory=dict)
     #: (record label, reject) for entries that cannot be referred to (no usable id)
     entry_rejects: list[tuple[str, Reject]] = field(default_factory=list)
+    #: the file's other top-level members (``part_categories``, ...), filled by :func:`read_coco_tables`
+    others: dict[str, Any] = field(default_factory=dict)
     _by_ann_id: dict[Any, dict] | None = None
 
     def image(self, image_id: Any) -> dict:
@@ -122,6 +126,90 @@ def names_of(categories: list) -> dict[Any, str]:
         for c in categories
         if isinstance(c, dict) and is_id(c.get("id")) and isinstance(c.get("name"), str)
     }
+
+
+@dataclass
+class CocoSpans:
+    """A COCO-style file read by streaming (:mod:`fclm_data.jsonstream`), for releases too large to hold parsed.
+
+    The same rules as :func:`parse_coco` (lists required, an id repeated is ambiguous, an entry
+    without an id is an entry reject), but entries are kept as (offset, length) byte spans to
+    re-read (:class:`~fclm_data.jsonstream.SpanReader`); an annotation keeps only its ids.
+    """
+
+    rel: str
+    images: dict[Any, tuple[int, int]]  #: id -> span of the entry, ids that appear exactly once
+    #: (id, image_id, span) per ``annotations`` entry in file order; ids are None for an entry that is not a dict
+    annotations: list[tuple[Any, Any, tuple[int, int]]]
+    duplicate_images: dict[Any, int] = field(default_factory=dict)
+    entry_rejects: list[tuple[str, Reject]] = field(default_factory=list)
+
+
+def stream_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoSpans:
+    """Stream ``root/rel`` into a :class:`CocoSpans`; a file-level problem is one ``malformed_annotation``."""
+    tables = ("images", "annotations", "categories")
+    kinds: dict[str, str] = {}  #: top-level key -> type name of its value ("list" when streamed)
+    image_ids: list[tuple[Any, tuple[int, int]]] = []
+    coco = CocoSpans(rel, {}, [])
+    for m in iter_json_members(root / rel, rel, set(tables)):
+        kinds[m.key] = "list" if m.index is not None else type(m.value).__name__
+        span = (m.offset, m.length)
+        if m.index is None:
+            continue
+        if m.key == "images":
+            image_ids.append((m.value.get("id") if isinstance(m.value, dict) else None, span))
+        elif m.key == "annotations":
+            ann = m.value if isinstance(m.value, dict) else {}
+            coco.annotations.append((ann.get("id"), ann.get("image_id"), span))
+    if not all(kinds.get(key) == "list" for key in require):
+        what = f"an '{require[0]}' list" if len(require) == 1 else "/".join(f"'{k}'" for k in require) + " lists"
+        raise Reject("malformed_annotation", f"{rel} lacks {what}", rel)
+    for key in tables:
+        if kinds.get(key, "list") not in ("list", "NoneType"):
+            raise Reject("malformed_annotation", f"{rel} '{key}' is a {kinds[key]}, not a list", rel)
+    counts = Counter(image_id for image_id, _ in image_ids if is_id(image_id))
+    for position, (image_id, span) in enumerate(image_ids):
+        if not is_id(image_id):
+            problem = Reject("malformed_annotation", f"{rel} images[{position}] has no int/str 'id'", rel)
+            coco.entry_rejects.append((f"image #{position}", problem))
+        elif counts[image_id] > 1:
+            coco.duplicate_images[image_id] = counts[image_id]
+        else:
+            coco.images[image_id] = span
+    return coco
+
+
+def read_coco_tables(
+    root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations"), ann_fields: tuple[str, ...] = ()
+) -> CocoFile:
+    """:func:`read_coco` for files too large to hold parsed: the file is streamed, and the :class:`CocoFile`
+    has every table but ``annotations``, which keeps only ``ann_fields`` of each entry (so that
+    :meth:`CocoFile.annotation` works on them); :func:`iter_coco_annotations` streams the entries themselves.
+    """
+    data: dict[str, Any] = {}
+    streamed: dict[str, list] = {"images": [], "annotations": [], "categories": []}
+    for m in iter_json_members(root / rel, rel, set(streamed)):
+        if m.index is None:
+            data[m.key] = m.value  # a table read whole (an empty or non-list one) or any other member
+        elif m.key == "annotations":
+            if ann_fields:  # else nothing: the annotations are only streamed (``iter_coco_annotations``)
+                ann = m.value
+                light = {k: ann[k] for k in ann_fields if k in ann} if isinstance(ann, dict) else None
+                streamed["annotations"].append(light)
+        else:
+            streamed[m.key].append(m.value)
+        if m.index == 0:
+            data[m.key] = streamed[m.key]
+    coco = parse_coco(data, rel, require)
+    coco.others = {k: v for k, v in data.items() if k not in streamed}
+    return coco
+
+
+def iter_coco_annotations(root: Path, rel: str) -> Iterator[Span]:
+    """(offset, length, entry) per ``annotations`` entry, in file order (the file's second pass)."""
+    for m in iter_json_members(root / rel, rel, {"images", "annotations", "categories"}):
+        if m.key == "annotations" and m.index is not None:
+            yield Span(m.offset, m.length, m.value)
 
 
 def read_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "annotations")) -> CocoFile:

@@ -25,9 +25,13 @@ from fclm_data.images import DEFAULT_MAX_PIXELS, ImageData, ImageLocation, read_
 from fclm_data.schema import ImageInfo, Provenance, Region, Sample, Turn, View
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unit:
-    """What one sample needs, minus the image bytes; ``uid`` is unique within the source."""
+    """What one sample needs, minus the image bytes; ``uid`` is unique within the source.
+
+    Slotted: an index holds one per sample (hundreds of thousands), and a ``__dict__`` each would
+    cost ~290 bytes more per unit than the slots do.
+    """
 
     uid: str  #: key-safe ([A-Za-z0-9_-]); the sample key is "<source>-<uid>[-r<repeat>]"
     payload: Any  #: plain data only (pickled to workers)
@@ -88,6 +92,11 @@ class Source:
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
         raise NotImplementedError
+
+    def payload_of(self, unit: Unit) -> Any:
+        """What ``build`` works from: ``unit.payload``, or, for sources whose units keep only a record's
+        byte span (large releases: memory stays flat while indexing), the payload re-derived from it."""
+        return unit.payload
 
     def image_candidates(self, unit: Unit) -> list[str]:
         """Paths (relative to the data root) where the unit's image may be, in the order tried."""

@@ -45,12 +45,14 @@ Decisions (documented choices):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, safe_relpath
+from fclm_data.jsonstream import Span, iter_json_list, read_record
 from fclm_data.masks import merge_rles, nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import IMAGE_TOKEN, REGION_TOKEN, SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.sources import register_source
@@ -189,15 +191,20 @@ class GcgSource(Source):
     def image_root(self) -> str:
         return self.image_dir.format(split=self.split)
 
-    def _load(self, result: IndexResult, container: type = list) -> Any:
-        """The annotation JSON, or None after recording why it is unusable (unreadable, or not a ``container``)."""
-        data = self.load_index_file(self.ann_path, result)
-        if data is None or isinstance(data, container):
-            return data
-        exc = Reject("malformed_annotation",
-                     f"{self.ann_path} holds a {type(data).__name__}, not a {container.__name__}")  # fmt: skip
-        result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
-        return None
+    def _stream(self, result: IndexResult) -> Iterator[tuple[int, Span]]:
+        """(position, span) per element of the top-level list; a file-level problem ends the stream as the
+        file's one reject, and then nothing indexed from it is kept (units and rejects are cleared)."""
+        if self.ann_path in result.missing:
+            return
+        try:
+            yield from enumerate(iter_json_list(self.data_root / self.ann_path, self.ann_path))
+        except Reject as exc:
+            result.units.clear()
+            result.rejects[:] = [self.reject(self.ann_path, exc, file=self.ann_path)]
+
+    def read_span(self, p: dict) -> Any:
+        """The record a slim payload's ``offset``/``length`` name, re-read from the annotation file."""
+        return read_record(self.data_root / self.ann_path, self.ann_path, p["offset"], p["length"])
 
     def _question(self, key: str, seed: int) -> tuple[str, str]:
         return pick("gcg_question", seed, key)
@@ -206,7 +213,7 @@ class GcgSource(Source):
         return list(unit.payload["images"])
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
-        p = unit.payload
+        p = self.payload_of(unit)
         image = self.read_unit_image(unit, options)
         if p["size"] is not None:
             expect_size(image, p["size"][1], p["size"][0], f"{self.ann_path} record {unit.uid}")
@@ -306,23 +313,26 @@ class GranDfSource(GcgSource):
     coco_image_ids: bool = False
 
     def index(self) -> IndexResult:
+        """Stream the file (hundreds of MB): units keep the record's byte span, ``build`` re-reads it."""
         result = IndexResult([], [], self.missing_paths())
-        records = self._load(result)
-        if records is None:
-            return result
         seen: dict[str, int] = {}
-        for position, record in enumerate(records):
-            name = record.get("file_name") if isinstance(record, dict) else None
-            label = f"record #{position} ({name})" if isinstance(name, str) else f"record #{position}"
+        for position, span in self._stream(result):
+            label = _record_label(position, span.value)
             try:
-                payload = self._payload(record, label)
+                payload = self._payload(span.value, label)
             except Reject as exc:
                 result.rejects.append(self.reject(label, exc, file=self.ann_path))
                 continue
             stem = PurePosixPath(payload["images"][0]).stem
-            result.units.append(Unit(unique_uid(key_safe(f"{self.split}-{stem}"), seen), payload, payload["image_id"]))
+            slim = {"record": position, "offset": span.offset, "length": span.length, "images": payload["images"]}
+            result.units.append(Unit(unique_uid(key_safe(f"{self.split}-{stem}"), seen), slim, payload["image_id"]))
         result.units.sort(key=lambda u: u.uid)
         return result
+
+    def payload_of(self, unit: Unit) -> dict:
+        p = unit.payload
+        record = self.read_span(p)
+        return self._payload(record, _record_label(p["record"], record))
 
     def _payload(self, record: Any, label: str) -> dict:
         if not isinstance(record, dict) or not isinstance(record.get("groundings"), dict):
@@ -358,6 +368,11 @@ class GranDfSource(GcgSource):
             if record.get("image_id") not in (None, ""):
                 return str(record["image_id"])
         return PurePosixPath(file_name).stem
+
+
+def _record_label(position: int, record: Any) -> str:
+    name = record.get("file_name") if isinstance(record, dict) else None
+    return f"record #{position} ({name})" if isinstance(name, str) else f"record #{position}"
 
 
 def _grounding(caption: str, phrase: str, grounding: Any) -> dict:

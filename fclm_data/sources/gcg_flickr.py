@@ -33,9 +33,10 @@ from numbers import Real
 from pathlib import PurePosixPath
 from typing import Any
 
-from fclm_data.coco import CocoFile, is_id, parse_coco
+from fclm_data.coco import CocoSpans, is_id, stream_coco
 from fclm_data.errors import Reject
 from fclm_data.images import safe_relpath
+from fclm_data.jsonstream import SpanReader
 from fclm_data.sources import register_source
 from fclm_data.sources.base import IndexResult, Unit
 from fclm_data.sources.gcg import (
@@ -58,47 +59,54 @@ class FlickrGcgSource(GcgSource):
     min_image_side: int = 32
 
     def index(self) -> IndexResult:
+        """Stream the file (hundreds of MB, mostly SAM masks): units keep byte spans, ``build`` re-reads them."""
         result = IndexResult([], [], self.missing_paths())
-        data = self._load(result, dict)
-        if data is None:
+        if self.ann_path in result.missing:
             return result
         try:
-            coco = parse_coco(data, self.ann_path)
+            coco = stream_coco(self.data_root, self.ann_path)
         except Reject as exc:
             result.rejects.append(self.reject(self.ann_path, exc, file=self.ann_path))
             return result
-        images = self._images(coco, result)
+        self._image_rejects(coco, result)
         per_image = self._annotations(coco, result)
+        coco.annotations.clear()  # grouped per image: the ids are no longer needed (memory: ~130 B each)
         seen: dict[str, int] = {}
-        for image_id, image in images.items():
-            label = f"image {image_id}"
-            try:
-                payload = self._payload(image, *per_image.get(image_id, ([], [])), label)
-            except Reject as exc:
-                result.rejects.append(self.reject(label, exc, file=self.ann_path))
-                continue
-            uid = unique_uid(key_safe(f"{self.split}-{image_id}"), seen)
-            result.units.append(Unit(uid, payload, payload["image_id"]))
+        with SpanReader(self.data_root / self.ann_path, self.ann_path) as read:
+            for image_id, entry in coco.images.items():
+                label = f"image {image_id}"
+                spans, drops = per_image.get(image_id, ([], []))
+                try:
+                    payload = self._payload(read(*entry), [read(*span) for span in spans], drops, label)
+                except Reject as exc:
+                    result.rejects.append(self.reject(label, exc, file=self.ann_path))
+                    continue
+                uid = unique_uid(key_safe(f"{self.split}-{image_id}"), seen)
+                slim = {"entry": entry, "anns": spans, "drops": drops, "images": payload["images"]}
+                result.units.append(Unit(uid, slim, payload["image_id"]))
         result.units.sort(key=lambda u: u.uid)
         return result
 
-    def _images(self, coco: CocoFile, result: IndexResult) -> dict[Any, dict]:
-        """The usable ``images[]`` entries; one reject per entry without an id or with a repeated id."""
+    def payload_of(self, unit: Unit) -> dict:
+        p = unit.payload
+        with SpanReader(self.data_root / self.ann_path, self.ann_path) as read:
+            image = read(*p["entry"])
+            return self._payload(image, [read(*span) for span in p["anns"]], p["drops"], f"image {image['id']}")
+
+    def _image_rejects(self, coco: CocoSpans, result: IndexResult) -> None:
+        """One reject per ``images[]`` entry without an id or with a repeated id."""
         for label, exc in coco.entry_rejects:
             result.rejects.append(self.reject(label, exc, file=self.ann_path))
         for image_id, times in coco.duplicate_images.items():
             exc = Reject("duplicate_id", f"image id {image_id} appears {times} times (every entry is ambiguous)")
             result.rejects += [self.reject(f"image {image_id}", exc, file=self.ann_path)] * times
-        return coco.images
 
-    def _annotations(self, coco: CocoFile, result: IndexResult) -> dict[Any, tuple[list, list]]:
-        """Annotations per image in file order, and per-image drops of repeated annotation ids."""
+    def _annotations(self, coco: CocoSpans, result: IndexResult) -> dict[Any, tuple[list, list]]:
+        """Annotation spans per image in file order, and per-image drops of repeated annotation ids."""
         per_image: dict[Any, tuple[list, list]] = {}
         seen: set = set()
-        for position, ann in enumerate(coco.annotations):
-            ann_id = ann.get("id") if isinstance(ann, dict) else None
+        for position, (ann_id, image_id, span) in enumerate(coco.annotations):
             label = f"annotation {ann_id if is_id(ann_id) else f'#{position}'}"
-            image_id = ann.get("image_id") if isinstance(ann, dict) else None
             exc = None
             if not is_id(ann_id):
                 exc = Reject("malformed_annotation", "annotation is not a dict with an int/str 'id'")
@@ -109,13 +117,13 @@ class FlickrGcgSource(GcgSource):
             if exc is not None:
                 result.rejects.append(self.reject(label, exc, file=self.ann_path))
                 continue
-            anns, drops = per_image.setdefault(image_id, ([], []))
+            spans, drops = per_image.setdefault(image_id, ([], []))
             if ann_id in seen:
                 exc = Reject("duplicate_id", f"annotation id {ann_id} appears twice (the first is kept)")
                 drops.append(drop_row(label, exc))
                 continue
             seen.add(ann_id)
-            anns.append(ann)
+            spans.append(span)
         return per_image
 
     def _payload(self, image: dict, anns: list[dict], drops: list, label: str) -> dict:

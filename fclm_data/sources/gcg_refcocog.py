@@ -49,22 +49,28 @@ class RefCocogGcgSource(GcgSource):
     lowercase_caption: bool = False
 
     def index(self) -> IndexResult:
+        """Stream the file: units keep their entry's byte span (and which of its keys), ``build`` re-reads it."""
         result = IndexResult([], [], self.missing_paths())
-        data = self._load(result)
-        if data is None:
-            return result
         seen: dict[str, int] = {}
-        for record_id, record in _records(data):
-            label = f"record {record_id}"
-            try:
-                payload = self._payload(record, label)
-            except Reject as exc:
-                result.rejects.append(self.reject(label, exc, file=self.ann_path))
-                continue
-            uid = unique_uid(key_safe(f"{self.split}-{record_id}"), seen)
-            result.units.append(Unit(uid, payload, payload["image_id"]))
+        for position, span in self._stream(result):
+            for k, (record_id, record) in enumerate(_entry_records(position, span.value)):
+                label = f"record {record_id}"
+                try:
+                    payload = self._payload(record, label)
+                except Reject as exc:
+                    result.rejects.append(self.reject(label, exc, file=self.ann_path))
+                    continue
+                uid = unique_uid(key_safe(f"{self.split}-{record_id}"), seen)
+                slim = {"record": position, "key": k, "offset": span.offset, "length": span.length,
+                        "images": payload["images"]}  # fmt: skip
+                result.units.append(Unit(uid, slim, payload["image_id"]))
         result.units.sort(key=lambda u: u.uid)
         return result
+
+    def payload_of(self, unit: Unit) -> dict:
+        p = unit.payload
+        record_id, record = list(_entry_records(p["record"], self.read_span(p)))[p["key"]]
+        return self._payload(record, f"record {record_id}")
 
     def _payload(self, record: Any, label: str) -> dict:
         if not isinstance(record, dict) or not isinstance(record.get("refs"), list):
@@ -91,15 +97,14 @@ class RefCocogGcgSource(GcgSource):
         return "".join(c.lower() if len(c.lower()) == 1 else c for c in caption)  # keeps every offset valid
 
 
-def _records(data: list) -> Iterator[tuple[str, Any]]:
-    """(id, record) for every single-key dict entry (or flattened record) of the file."""
-    for position, entry in enumerate(data):
-        if isinstance(entry, dict) and "refs" in entry:
-            yield str(entry.get("id", f"#{position}")), entry
-        elif isinstance(entry, dict) and entry:
-            yield from ((str(k), v) for k, v in entry.items())
-        else:
-            yield f"#{position}", entry
+def _entry_records(position: int, entry: Any) -> Iterator[tuple[str, Any]]:
+    """(id, record) for one entry of the file: each key of a single-key dict, or a flattened record."""
+    if isinstance(entry, dict) and "refs" in entry:
+        yield str(entry.get("id", f"#{position}")), entry
+    elif isinstance(entry, dict) and entry:
+        yield from ((str(k), v) for k, v in entry.items())
+    else:
+        yield f"#{position}", entry
 
 
 def _locate_refs(refs: list, caption: str, label: str) -> tuple[list[dict], list[list[str]]]:

@@ -35,20 +35,20 @@ Decisions (documented choices):
 * Questions use LISA/PixelLM's long-question templates; with ``fixed_eval_prompt`` (default)
   non-train splits always use the first one, so evaluation prompts do not vary with the seed.
 * The train file is large (~1M objects), so ``index`` streams the top-level list record by record
-  and keeps only each record's byte span; ``build`` re-reads and parses its own record.
+  and keeps only each record's byte span (:mod:`fclm_data.jsonstream`); ``build`` re-reads and
+  parses its own record.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from fclm_data.errors import Reject
-from fclm_data.images import expect_size, read_image, read_range, safe_relpath
+from fclm_data.images import expect_size, read_image, safe_relpath
+from fclm_data.jsonstream import iter_json_list, read_record
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import SEG_TOKEN, Provenance, Region, Turn
 from fclm_data.seeding import stable_index, stable_uniform
@@ -88,7 +88,7 @@ class MuseSource(Source):
             return result
         seen: dict[str, int] = {}
         try:  # _index_record keeps its own rejects: a Reject here is the file's (then nothing is kept)
-            spans = _record_spans(self.data_root / self.annotations, self.annotations)
+            spans = iter_json_list(self.data_root / self.annotations, self.annotations)
             for position, (offset, length, record) in enumerate(spans):
                 self._index_record(position, offset, length, record, seen, result)
         except Reject as exc:
@@ -123,7 +123,7 @@ class MuseSource(Source):
     # ---- build -------------------------------------------------------------------------------
     def _record(self, unit: Unit) -> dict:
         p = unit.payload
-        return json.loads(read_range(self.data_root / self.annotations, p["offset"], p["length"]).decode("utf-8"))
+        return read_record(self.data_root / self.annotations, self.annotations, p["offset"], p["length"])
 
     def image_candidates(self, unit: Unit) -> list[str]:
         return [_image_of(self._record(unit), self)["file"]]
@@ -272,51 +272,6 @@ def _object_name(obj: dict, i: int, seed: int, key: str, rephrased_rate: float) 
 def _join(items: list[str]) -> str:
     """PixelLM's list join: "a", "a and b", "a, b and c"."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-# ---- streaming the top-level JSON list ------------------------------------------------------------
-def _record_spans(path, rel: str) -> Iterator[tuple[int, int, Any]]:
-    """Yield (byte offset, byte length, parsed record) for each element of a top-level JSON list.
-
-    Records are yielded as they are parsed (one in memory at a time); a file that turns out not to
-    be a JSON list raises ``malformed_annotation`` when the problem is reached.
-    """
-    raw = path.read_bytes()
-    base = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        text = raw[base:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Reject(
-            "malformed_annotation", f"{rel}: not UTF-8 text ({exc.reason} at byte {exc.start + base})", rel
-        ) from exc
-    del raw
-    decoder = json.JSONDecoder()
-    pos = _skip_ws(text, 0)
-    if not text.startswith("[", pos):
-        raise Reject("malformed_annotation", f"{rel}: expected a JSON list of records", rel)
-    pos, byte_pos, char_pos = _skip_ws(text, pos + 1), base, 0
-    while not text.startswith("]", pos):
-        try:
-            record, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise Reject("malformed_annotation", f"{rel}: invalid JSON at char {exc.pos}: {exc.msg}", rel) from exc
-        byte_pos += len(text[char_pos:pos].encode("utf-8"))
-        length = len(text[pos:end].encode("utf-8"))
-        yield byte_pos, length, record
-        byte_pos, char_pos = byte_pos + length, end
-        pos = _skip_ws(text, end)
-        if text.startswith(",", pos):
-            pos = _skip_ws(text, pos + 1)
-        elif not text.startswith("]", pos):
-            raise Reject("malformed_annotation", f"{rel}: expected ',' or ']' at char {pos}", rel)
-    if text[_skip_ws(text, pos + 1) :]:
-        raise Reject("malformed_annotation", f"{rel}: trailing data after the list", rel)
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\n\r":
-        pos += 1
-    return pos
 
 
 register_source(

@@ -38,6 +38,7 @@ from typing import Any
 
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
+from fclm_data.jsonstream import Span, iter_json_list, read_record
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import Provenance, Region, Sample, Turn
 from fclm_data.sources import register_source
@@ -89,23 +90,37 @@ class _OspreySource(Source):
         return [self.ann_file, self.coco_root]
 
     def index(self) -> IndexResult:
+        """Stream the file (releases are 57-153 MB): units keep the record's byte span, not its content."""
         result = IndexResult([], [], self.missing_paths())
-        records = self.load_index_file(self.ann_file, result, list)
-        if records is None:
+        if self.ann_file in result.missing:
             return result
-        for pos, record in enumerate(records):
-            name = f"record #{pos}" + (
-                f" (id {record.get('id')})" if isinstance(record, dict) and "id" in record else ""
-            )
-            try:
-                meta = _record_meta(record)
-                payload = self._payload(record, meta, name, result)
-            except Reject as exc:
-                result.rejects.append(self.reject(name, exc, file=self.ann_file))
-                continue
-            if payload is not None:
-                result.units.append(Unit(f"{pos:07d}", {**meta, "record": name, **payload}, meta["image_id"]))
+        try:  # a Reject here is the file's: then it is the one reject, and nothing is kept
+            for pos, span in enumerate(iter_json_list(self.data_root / self.ann_file, self.ann_file)):
+                self._index_record(pos, span, result)
+        except Reject as exc:
+            return IndexResult([], [self.reject(self.ann_file, exc, file=self.ann_file)], result.missing)
         return result
+
+    def _index_record(self, pos: int, span: Span, result: IndexResult) -> None:
+        name = _record_name(pos, span.value)
+        try:
+            meta = _record_meta(span.value)
+            payload = self._payload(span.value, meta, name, result)
+        except Reject as exc:
+            result.rejects.append(self.reject(name, exc, file=self.ann_file))
+            return
+        if payload is not None:
+            slim = {"record": pos, "offset": span.offset, "length": span.length, "file_name": meta["file_name"]}
+            result.units.append(Unit(f"{pos:07d}", slim, meta["image_id"]))
+
+    def payload_of(self, unit: Unit) -> dict:
+        """The unit's record re-read from its span and turned into the payload ``build`` uses."""
+        p = unit.payload
+        record = read_record(self.data_root / self.ann_file, self.ann_file, p["offset"], p["length"])
+        name = _record_name(p["record"], record)
+        meta = _record_meta(record)
+        payload = self._payload(record, meta, name, IndexResult([]))  # its index rejects were counted by index()
+        return {**meta, "record": name, **(payload or {})}
 
     def _payload(self, record: dict, meta: dict, name: str, result: IndexResult) -> dict | None:
         raise NotImplementedError
@@ -155,6 +170,10 @@ class _OspreySource(Source):
             seg_targets=[],
             templates=templates,
         )
+
+
+def _record_name(pos: int, record: Any) -> str:
+    return f"record #{pos}" + (f" (id {record.get('id')})" if isinstance(record, dict) and "id" in record else "")
 
 
 def _record_meta(record: Any) -> dict:
@@ -219,7 +238,7 @@ class OspreyConversationSource(_OspreySource):
         return {"turns": turns, "regions": _used_regions(record, numbers)}
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
-        p = unit.payload
+        p = self.payload_of(unit)
         image = self._image(p, options)
         templates: list[str] = []
         if self.region_style == "listed":
@@ -317,7 +336,7 @@ class OspreyDetailSource(_OspreySource):
         return int(match.group(1)), match.group(2).strip()
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
-        p = unit.payload
+        p = self.payload_of(unit)
         image = self._image(p, options)
         usable, dropped = {}, []
         for number in sorted({n for n, _ in p["descriptions"]}):

@@ -34,14 +34,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from fclm_data.coco import CocoFile, is_id, names_of, parse_coco
+from fclm_data.coco import CocoFile, is_id, iter_coco_annotations, names_of, read_coco_tables
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
+from fclm_data.jsonstream import SpanReader
 from fclm_data.masks import nonempty_region_mask, segmentation_to_rle
 from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
 from fclm_data.sources import register_source
-from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit, load_json_file
+from fclm_data.sources.base import BuildOptions, Built, IndexResult, Source, Unit
 from fclm_data.sources.osprey import coco_image_candidates, coco_image_id
 from fclm_data.sources.pairing import as_view, paired, text_to_seg_view
 from fclm_data.sources.visual_genome import id_order, key_safe
@@ -161,30 +162,17 @@ class PacoLvisSource(_RocSource):
         missing = self.missing_paths()
         if self.ann_file in missing:
             return IndexResult([], [], missing)
-        try:
-            data = load_json_file(self.data_root, self.ann_file)
-            coco = parse_coco(data, self.ann_file, ("images", "annotations", "categories"))
-            if data.get("part_categories") is not None and not isinstance(data["part_categories"], list):
+        try:  # streamed twice (tables with each annotation's id/category, then the annotations): masks stay on disk
+            coco = read_coco_tables(self.data_root, self.ann_file, ("images", "annotations", "categories"),
+                                    ann_fields=("id", "category_id"))  # fmt: skip
+            parts = coco.others.get("part_categories")
+            if parts is not None and not isinstance(parts, list):
                 raise Reject("malformed_annotation", f"{self.ann_file} 'part_categories' is not a list", self.ann_file)
+            result = IndexResult([], [], missing)
+            result.rejects += [self.reject(label, exc, file=self.ann_file) for label, exc in coco.entry_rejects]
+            images, per_image = self._index_annotations(coco, names_of(parts or []), result)
         except Reject as exc:
             return IndexResult([], [self.reject(self.ann_file, exc)], missing)
-        result = IndexResult([], [], missing)
-        result.rejects += [self.reject(label, exc, file=self.ann_file) for label, exc in coco.entry_rejects]
-        names = (coco.categories, names_of(data.get("part_categories") or []))
-        images: dict[Any, dict] = {}
-        per_image: dict[int, list[dict]] = defaultdict(list)
-        seen: set = set()
-        for pos, ann in enumerate(coco.annotations):
-            ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
-            ann_id = ann_id if is_id(ann_id) else f"#{pos}"
-            try:
-                entry = _paco_entry(ann, ann_id, coco, names, seen)
-                images[ann["image_id"]] = _paco_image(coco.image_meta(ann["image_id"]))
-            except Reject as exc:
-                result.rejects.append(self.reject(f"ann {ann_id}", exc, file=self.ann_file))
-                continue
-            if self.include_parts or ":" not in entry["name"]:
-                per_image[ann["image_id"]].append(entry)
         for image_id in sorted(per_image, key=id_order):
             meta = {**images[image_id], "record": f"image {image_id}", "image_id": str(image_id)}
             if self.pair:  # which names the image holds once (only then: the default payload is unchanged)
@@ -197,6 +185,35 @@ class PacoLvisSource(_RocSource):
                 result.units.append(Unit(uid, {**meta, "anns": group}, str(image_id)))
         return result
 
+    def _index_annotations(
+        self, coco: CocoFile, part_names: dict, result: IndexResult
+    ) -> tuple[dict[Any, dict], dict[Any, list[dict]]]:
+        """Image metas and slim entries (the mask's byte span in place of the mask) per image; rejects recorded."""
+        names = (coco.categories, part_names)
+        images: dict[Any, dict] = {}
+        per_image: dict[Any, list[dict]] = defaultdict(list)
+        seen: set = set()
+        for pos, (offset, length, ann) in enumerate(iter_coco_annotations(self.data_root, self.ann_file)):
+            ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
+            ann_id = ann_id if is_id(ann_id) else f"#{pos}"
+            try:
+                entry = _paco_entry(ann, ann_id, coco, names, seen)
+                images[ann["image_id"]] = _paco_image(coco.image_meta(ann["image_id"]))
+            except Reject as exc:
+                result.rejects.append(self.reject(f"ann {ann_id}", exc, file=self.ann_file))
+                continue
+            if self.include_parts or ":" not in entry["name"]:
+                per_image[ann["image_id"]].append({"ann_id": ann_id, "name": entry["name"], "span": (offset, length)})
+        return images, per_image
+
+    def payload_of(self, unit: Unit) -> dict:
+        """The unit with each annotation's mask re-read from its span."""
+        p = unit.payload
+        with SpanReader(self.data_root / self.ann_file, self.ann_file) as read:
+            anns = [{"ann_id": e["ann_id"], "name": e["name"], "segmentation": read(*e["span"])["segmentation"]}
+                    for e in p["anns"]]  # fmt: skip
+        return {**p, "anns": anns}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.unit not in ("image", "region"):
@@ -205,7 +222,7 @@ class PacoLvisSource(_RocSource):
             self.max_regions = 1  # a region unit holds exactly one annotation
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
-        built = self._build(unit.payload, key, repeat, options, self.ann_file)
+        built = self._build(self.payload_of(unit), key, repeat, options, self.ann_file)
         if self.pair:
             sample, unique = built.sample, set(unit.payload["unique_names"])
             items = [(i, render_label(sample.regions[i].label, "natural")) for i in sample.region_inputs

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-from fclm_data.coco import is_id, read_coco
+from fclm_data.coco import CocoFile, is_id, iter_coco_annotations, read_coco_tables
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size
+from fclm_data.jsonstream import SpanReader
 from fclm_data.masks import box_to_rle, check_box, nonempty_region_mask, segmentation_to_rle, xywh_to_xyxy
 from fclm_data.schema import Provenance, Region, Turn
 from fclm_data.seeding import stable_hash
@@ -54,19 +55,30 @@ class _VgSource(Source):
 
     # ---- index -------------------------------------------------------------------------------
     def index(self) -> IndexResult:
+        """Stream the file twice (tables, then annotations): units keep each annotation's byte span
+        in place of its mask (``payload_of`` re-reads it), so memory does not grow with the masks."""
         missing = self.missing_paths()
         if self.file in missing:
             return IndexResult([], [], missing)
         try:
-            coco = read_coco(self.data_root, self.file)
+            coco = read_coco_tables(self.data_root, self.file)
+            result = IndexResult([], [], missing)
+            result.rejects += [self.reject(label, exc, file=self.file) for label, exc in coco.entry_rejects]
+            per_image = self._index_annotations(coco, result)
         except Reject as exc:
             return IndexResult([], [self.reject(self.file, exc)], missing)
-        result = IndexResult([], [], missing)
-        result.rejects += [self.reject(label, exc, file=self.file) for label, exc in coco.entry_rejects]
+        for image_id in sorted(per_image, key=id_order):
+            entries = sorted(per_image[image_id], key=lambda e: id_order(e["ann_id"]))
+            meta = coco.image_meta(image_id)
+            result.units.append(Unit(key_safe(image_id), {"image": meta, "anns": entries}, str(image_id)))
+        return result
+
+    def _index_annotations(self, coco: CocoFile, result: IndexResult) -> dict[Any, list[dict]]:
+        """Each annotation validated against the image table: its slim entry, per image (rejects recorded)."""
         images: dict[Any, dict] = {}
         per_image: dict[Any, list[dict]] = defaultdict(list)
         seen: set = set()
-        for pos, ann in enumerate(coco.annotations):
+        for pos, (offset, length, ann) in enumerate(iter_coco_annotations(self.data_root, self.file)):
             ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
             ann_id = ann_id if is_id(ann_id) else f"#{pos}"
             try:
@@ -76,11 +88,15 @@ class _VgSource(Source):
             except Reject as exc:
                 result.rejects.append(self.reject(f"ann {ann_id}", exc, file=self.file))
                 continue
-            per_image[ann["image_id"]].append(entry)
-        for image_id in sorted(per_image, key=id_order):
-            entries = sorted(per_image[image_id], key=lambda e: id_order(e["ann_id"]))
-            result.units.append(Unit(key_safe(image_id), {"image": images[image_id], "anns": entries}, str(image_id)))
-        return result
+            per_image[ann["image_id"]].append(self._slim(entry, offset, length))
+        return per_image
+
+    def _slim(self, entry: dict, offset: int, length: int) -> dict:
+        """What the unit keeps of an entry (all of it unless the subclass holds large geometry)."""
+        return entry
+
+    def payload_of(self, unit: Unit) -> dict:
+        return unit.payload
 
     def _entry(self, ann: Any, ann_id: Any, images: dict, seen: set) -> dict:
         """Validate one annotation against the image table; return what a unit carries."""
@@ -104,10 +120,11 @@ class _VgSource(Source):
         return [f"{self.image_dir}/{unit.payload['image']['file_name']}"]
 
     def build(self, unit: Unit, key: str, repeat: int, options: BuildOptions) -> Built:
-        meta = unit.payload["image"]
+        payload = self.payload_of(unit)
+        meta = payload["image"]
         image = self.read_unit_image(unit, options)
         expect_size(image, meta["width"], meta["height"], f"{self.file} image {meta['id']}")
-        anns = unit.payload["anns"]
+        anns = payload["anns"]
         chosen, dropped = [], []
         for position in self._draw(anns, key, options.seed):
             if len(chosen) == self.max_regions:
@@ -155,10 +172,25 @@ class VgMaskSource(_VgSource):
             raise Reject("malformed_annotation", "segmentation is missing")
         return {"segmentation": ann["segmentation"]}
 
+    def _slim(self, entry: dict, offset: int, length: int) -> dict:
+        return {"ann_id": entry["ann_id"], "span": (offset, length)}
+
+    def payload_of(self, unit: Unit) -> dict:
+        """The unit with each annotation's caption and mask re-read from its span."""
+        p = unit.payload
+        with SpanReader(self.data_root / self.file, self.file) as read:
+            anns = [_full_entry(e["ann_id"], read(*e["span"])) for e in p["anns"]]
+        return {**p, "anns": anns}
+
     def _region(self, entry: dict, image: ImageData) -> Region:
         rle = segmentation_to_rle(entry["segmentation"], image.height, image.width)
         rle, box = nonempty_region_mask(rle, f"ann {entry['ann_id']}")
         return Region(mask=rle, bbox=box, caption=entry["caption"])
+
+
+def _full_entry(ann_id: Any, ann: dict) -> dict:
+    """The entry ``_entry`` made of an annotation that passed it (caption stripped, the mask as released)."""
+    return {"ann_id": ann_id, "caption": ann["caption"].strip(), "segmentation": ann["segmentation"]}
 
 
 @dataclass

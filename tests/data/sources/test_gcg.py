@@ -80,8 +80,8 @@ def test_ledgers_balance_and_every_sample_is_valid(data_root: Path, gcg_out: Pat
 
 
 def test_answer_is_the_caption_with_tagged_phrases_in_order(data_root: Path, gcg_out: Path) -> None:
-    units = {name: get_source(name, data_root).index().units for name in TRAIN_SOURCES}
-    captions = {f"{name}-{u.uid}": u.payload["caption"] for name in TRAIN_SOURCES for u in units[name]}
+    sources = {name: get_source(name, data_root) for name in TRAIN_SOURCES}
+    captions = {f"{name}-{u.uid}": s.payload_of(u)["caption"] for name, s in sources.items() for u in s.index().units}
     for key, (sample, _, _) in read_samples(gcg_out).items():
         question, answer = (t["content"] for t in sample["conversations"])
         assert question.startswith("<image>\n") and question.removeprefix("<image>\n") in GCG_QUESTIONS
@@ -263,9 +263,10 @@ def test_refcocog_caption_case_is_kept_unless_asked(data_root: Path) -> None:
 
     for lowercase in (False, True):
         source = get_source("refcocog_gcg", data_root, lowercase_caption=lowercase)
-        unit = next(u for u in source.index().units if u.payload["caption"] != u.payload["caption"].lower())
+        caption = next(c for u in source.index().units if (c := source.payload_of(u)["caption"]) != c.lower())
+        unit = next(u for u in source.index().units if source.payload_of(u)["caption"] == caption)
         text = _TAG.sub(r"\1", source.build(unit, "k", 0, BuildOptions()).sample.conversations[1].content)
-        assert text == (unit.payload["caption"].lower() if lowercase else unit.payload["caption"])
+        assert text == (caption.lower() if lowercase else caption)
 
 
 # ---- GranD-f val / test GT -----------------------------------------------------------------------------

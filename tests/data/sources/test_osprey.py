@@ -142,7 +142,7 @@ def test_inline_numbering_of_assistant_only_regions() -> None:
 
 def test_listed_style_reproduces_osprey_prefix(data_root: Path) -> None:
     source = get_source("osprey_conversations", data_root, region_style="listed")
-    unit = next(u for u in source.index().units if "Compare" in u.payload["turns"][0][1])
+    unit = next(u for u in source.index().units if "Compare" in source.payload_of(u)["turns"][0][1])
     sample = source.build(unit, "k", 0, BuildOptions()).sample
     n = len(_release(data_root, "osprey_conversations")[int(unit.uid)]["annotation"])
     listing = ", ".join(f"region {i + 1} <region>" for i in range(n))
@@ -212,7 +212,8 @@ def test_detailed_description_one_sample_per_record(data_root: Path, osprey_out:
 
 def test_detailed_description_keep_multi_region(data_root: Path) -> None:
     source = get_source("osprey_detailed_description", data_root, multi_region="keep")
-    unit = next(u for u in source.index().units if any("<region2>" in text for _, text in u.payload["descriptions"]))
+    units = source.index().units
+    unit = next(u for u in units if any("<region2>" in text for _, text in source.payload_of(u)["descriptions"]))
     sample = source.build(unit, "k", 0, BuildOptions()).sample
     assert sample.conversations[1].content.endswith("It lies left of region 2.")
 
