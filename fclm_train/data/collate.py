@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from .device import CompactBatch, FormatTargets, compact_batch
+from .device import INLINE_TENSOR_BYTES, CompactBatch, FormatTargets, compact_batch
 from .encode import IGNORE_INDEX, EncodedSample, EncoderConfig
 
 
@@ -75,7 +75,10 @@ def _format_targets(samples: list[EncodedSample], rows: list) -> FormatTargets |
 
 
 def _shared(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor in shared memory (what torch's ``default_collate`` does in a worker: no copy when it is sent)."""
+    """A tensor in shared memory (what torch's ``default_collate`` does in a worker: no copy when it is sent);
+    a small one in ordinary memory, as it travels inside the pickle (``device.InlineSmallTensors``)."""
+    if numel * dtype.itemsize <= INLINE_TENSOR_BYTES:
+        return torch.empty(numel, dtype=dtype)
     return torch.empty(0, dtype=dtype).new(torch.UntypedStorage._new_shared(numel * dtype.itemsize)).view(dtype)
 
 

@@ -170,3 +170,34 @@ def test_visual_prompts_derive_the_region_input(prompt, mixed_build, tiny_tokeni
     again = Encoder(tiny_tokenizer, encoder_config)({**raw, "json": json.dumps(meta).encode()})
     again_masks = row_masks(prepared(again, tiny_tokenizer, encoder_config), "region", 0)
     assert all(torch.equal(a, b) for a, b in zip(masks, again_masks, strict=True))
+
+
+def test_a_batch_leaves_a_worker_with_its_small_tensors_inline(encoded, tiny_tokenizer, encoder_config, monkeypatch):
+    """Through torch's multiprocessing pickler (what a DataLoader worker sends): the same batch comes back; small
+    tensors ride in the message (no shared-memory segment each), the big pixel buffer stays in shared memory."""
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's reducers, as a DataLoader does)
+
+    from fclm_train.data import device
+
+    samples = [sample for _, sample in encoded][:3]
+    batch = collate(samples, tiny_tokenizer.pad_token_id, 261, config=encoder_config)
+    pixels = batch.pixel_data.numel()
+    monkeypatch.setattr(device, "INLINE_TENSOR_BYTES", pixels - 1)  # the tiny images stand for 1024-side ones
+    shared = torch.empty(0, dtype=torch.uint8).new(torch.UntypedStorage._new_shared(pixels))
+    batch.pixel_data = shared.copy_(batch.pixel_data)  # as collate allocates it in a worker
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(batch)
+    back = pickle.loads(buffer.getvalue())
+    for name, value in vars(batch).items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(getattr(back, name), value), name
+    assert not back.input_ids.is_shared() and not back.seg_specs.is_shared()  # inline: pickled by value
+    assert back.pixel_data.is_shared()  # a shared-memory handle, not a copy in the message
+    inline = sum(v.numel() * v.element_size() for n, v in vars(batch).items()
+                 if isinstance(v, torch.Tensor) and n != "pixel_data")  # fmt: skip
+    assert inline <= len(buffer.getvalue()) < inline + pixels  # the pixels are not in it
+    assert torch.equal(back.prepare().input_ids, batch.prepare().input_ids)
