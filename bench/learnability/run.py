@@ -33,6 +33,8 @@ continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shutil
 import time
@@ -270,9 +272,25 @@ def run(out: Path, cfg: BenchConfig, names: list[str], seeds: list[int], log=pri
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for seed in seeds:
-        rows += run_seed(out / f"seed{seed}", replace(cfg, seed=seed), names, log)
+        with seed_lock(out / f"seed{seed}"):
+            rows += run_seed(out / f"seed{seed}", replace(cfg, seed=seed), names, log)
         _write(out, cfg, names, seeds, rows)
     return _write(out, cfg, names, seeds, rows)
+
+
+@contextlib.contextmanager
+def seed_lock(seed_dir: Path):
+    """Hold ``seed_dir/.lock`` while a seed runs: seeds may run in parallel processes (one per seed, the same
+    ``--out``; then ``--summarize``), but two processes on one seed would regenerate its shards under each other
+    and restart each other's unfinished runs (seen: a run directory deleted mid-training)."""
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    with open(seed_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"{seed_dir}: another benchmark process is running this seed; run each seed in one "
+                             "process (or wait for it), then --summarize") from None  # fmt: skip
+        yield
 
 
 def _last_losses(run_dir: Path) -> dict[str, float]:

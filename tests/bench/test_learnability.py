@@ -121,3 +121,20 @@ def test_summary_and_directions_over_seeds():
     assert d["dlres_ciou"]["mean"] == pytest.approx(0.0) and d["dlres_ciou"]["agree"] == 1
     assert not d["dlres_ciou"]["resolved"]
     assert "70.0 ± 14.1" in format_summary(summary) and "(1/2)" in format_directions([d])
+
+
+def test_a_seed_runs_in_one_process_at_a_time(tmp_path):
+    """A second process on a seed another one is running stops with one line instead of deleting its runs."""
+    import fcntl
+    import subprocess
+    import sys
+
+    seed_dir = tmp_path / "seed2"
+    seed_dir.mkdir()
+    with open(seed_dir / ".lock", "w") as held:  # what the running process holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = subprocess.run([sys.executable, "-m", "bench.learnability.run", "--out", str(tmp_path), "--smoke",
+                               "--experiments", "full", "--seeds", "2"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=300)  # fmt: skip
+    assert done.returncode == 1 and "another benchmark process is running this seed" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (seed_dir / "data").exists()
