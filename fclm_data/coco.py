@@ -95,24 +95,13 @@ def parse_coco(data: Any, rel: str, require: tuple[str, ...] = ("images", "annot
     if not isinstance(data, dict):
         raise Reject("malformed_annotation", f"{rel} holds a {type(data).__name__}, not a COCO dict", rel)
     if not all(isinstance(data.get(key), list) for key in require):
-        what = f"an '{require[0]}' list" if len(require) == 1 else "/".join(f"'{k}'" for k in require) + " lists"
-        raise Reject("malformed_annotation", f"{rel} lacks {what}", rel)
+        raise _lacks(rel, require)
     for key in ("images", "annotations", "categories"):
         if key in data and data[key] is not None and not isinstance(data[key], list):
             raise Reject("malformed_annotation", f"{rel} '{key}' is a {type(data[key]).__name__}, not a list", rel)
     coco = CocoFile(rel, {}, data.get("annotations") or [])
-    counts = Counter(
-        img.get("id") for img in data.get("images") or [] if isinstance(img, dict) and is_id(img.get("id"))
-    )
-    for position, image in enumerate(data.get("images") or []):
-        image_id = image.get("id") if isinstance(image, dict) else None
-        if not is_id(image_id):
-            problem = Reject("malformed_annotation", f"{rel} images[{position}] has no int/str 'id'", rel)
-            coco.entry_rejects.append((f"image #{position}", problem))
-        elif counts[image_id] > 1:
-            coco.duplicate_images[image_id] = counts[image_id]
-        else:
-            coco.images[image_id] = image
+    entries = [(image.get("id") if isinstance(image, dict) else None, image) for image in data.get("images") or []]
+    _fill_image_table(rel, entries, coco.images, coco.duplicate_images, coco.entry_rejects)
     ann_counts = Counter(a.get("id") for a in coco.annotations if isinstance(a, dict) and is_id(a.get("id")))
     coco.duplicate_annotations = {k: n for k, n in ann_counts.items() if n > 1}
     coco.categories = names_of(data.get("categories") or [])
@@ -162,21 +151,31 @@ def stream_coco(root: Path, rel: str, require: tuple[str, ...] = ("images", "ann
             ann = m.value if isinstance(m.value, dict) else {}
             coco.annotations.append((ann.get("id"), ann.get("image_id"), span))
     if not all(kinds.get(key) == "list" for key in require):
-        what = f"an '{require[0]}' list" if len(require) == 1 else "/".join(f"'{k}'" for k in require) + " lists"
-        raise Reject("malformed_annotation", f"{rel} lacks {what}", rel)
+        raise _lacks(rel, require)
     for key in tables:
         if kinds.get(key, "list") not in ("list", "NoneType"):
             raise Reject("malformed_annotation", f"{rel} '{key}' is a {kinds[key]}, not a list", rel)
-    counts = Counter(image_id for image_id, _ in image_ids if is_id(image_id))
-    for position, (image_id, span) in enumerate(image_ids):
+    _fill_image_table(rel, image_ids, coco.images, coco.duplicate_images, coco.entry_rejects)
+    return coco
+
+
+def _lacks(rel: str, require: tuple[str, ...]) -> Reject:
+    what = f"an '{require[0]}' list" if len(require) == 1 else "/".join(f"'{k}'" for k in require) + " lists"
+    return Reject("malformed_annotation", f"{rel} lacks {what}", rel)
+
+
+def _fill_image_table(rel: str, entries: list[tuple[Any, Any]], images: dict, duplicates: dict, rejects: list) -> None:
+    """The ``images`` rules of both readers over (id, entry or span) in file order: an id that appears once is
+    kept, a repeated one is ambiguous (counted), an entry without an int/str id is an entry reject."""
+    counts = Counter(image_id for image_id, _ in entries if is_id(image_id))
+    for position, (image_id, value) in enumerate(entries):
         if not is_id(image_id):
             problem = Reject("malformed_annotation", f"{rel} images[{position}] has no int/str 'id'", rel)
-            coco.entry_rejects.append((f"image #{position}", problem))
+            rejects.append((f"image #{position}", problem))
         elif counts[image_id] > 1:
-            coco.duplicate_images[image_id] = counts[image_id]
+            duplicates[image_id] = counts[image_id]
         else:
-            coco.images[image_id] = span
-    return coco
+            images[image_id] = value
 
 
 def read_coco_tables(
@@ -203,6 +202,12 @@ def read_coco_tables(
     coco = parse_coco(data, rel, require)
     coco.others = {k: v for k, v in data.items() if k not in streamed}
     return coco
+
+
+def annotation_label(ann: Any, position: int) -> Any:
+    """How a reject names a streamed annotation: its id, or ``#position`` when it has no usable one."""
+    ann_id = ann.get("id", f"#{position}") if isinstance(ann, dict) else f"#{position}"
+    return ann_id if is_id(ann_id) else f"#{position}"
 
 
 def iter_coco_annotations(root: Path, rel: str) -> Iterator[Span]:

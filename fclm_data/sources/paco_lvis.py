@@ -34,7 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from fclm_data.coco import CocoFile, is_id, iter_coco_annotations, names_of, read_coco_tables
+from fclm_data.coco import CocoFile, annotation_label, is_id, iter_coco_annotations, names_of, read_coco_tables
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size, read_first_image, safe_relpath
 from fclm_data.jsonstream import SpanReader
@@ -194,8 +194,7 @@ class PacoLvisSource(_RocSource):
         per_image: dict[Any, list[dict]] = defaultdict(list)
         seen: set = set()
         for pos, (offset, length, ann) in enumerate(iter_coco_annotations(self.data_root, self.ann_file)):
-            ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
-            ann_id = ann_id if is_id(ann_id) else f"#{pos}"
+            ann_id = annotation_label(ann, pos)
             try:
                 entry = _paco_entry(ann, ann_id, coco, names, seen)
                 images[ann["image_id"]] = _paco_image(coco.image_meta(ann["image_id"]))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-from fclm_data.coco import CocoFile, is_id, iter_coco_annotations, read_coco_tables
+from fclm_data.coco import CocoFile, annotation_label, iter_coco_annotations, read_coco_tables
 from fclm_data.errors import Reject
 from fclm_data.images import ImageData, expect_size
 from fclm_data.jsonstream import SpanReader
@@ -79,8 +79,7 @@ class _VgSource(Source):
         per_image: dict[Any, list[dict]] = defaultdict(list)
         seen: set = set()
         for pos, (offset, length, ann) in enumerate(iter_coco_annotations(self.data_root, self.file)):
-            ann_id = ann.get("id", f"#{pos}") if isinstance(ann, dict) else f"#{pos}"
-            ann_id = ann_id if is_id(ann_id) else f"#{pos}"
+            ann_id = annotation_label(ann, pos)
             try:
                 if isinstance(ann, dict):  # a missing, ambiguous or malformed image rejects the annotation
                     images[ann["image_id"]] = coco.image_meta(ann.get("image_id"))

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from fclm_data.images import _SOF
+
 #: OpenAI CLIP statistics, which the Qwen2-VL image processor uses.
 QWEN_MEAN = (0.48145466, 0.4578275, 0.40821073)
 QWEN_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -74,8 +76,6 @@ def open_image(data: bytes, side: int, draft: bool = True) -> tuple[torch.Tensor
     return torch.from_numpy(pixels).permute(2, 0, 1), (height, width)
 
 
-#: start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic), not DHT/JPG/DAC
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 #: markers without a length field (TEM, RSTn)
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
 
@@ -97,7 +97,7 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
             pos += 2
             continue
         length = (data[pos + 2] << 8) | data[pos + 3]
-        if marker in _SOF_MARKERS:
+        if marker in _SOF:  # the build's image check's set of start-of-frame markers
             if length < 8 or pos + 10 > n:
                 return None
             height = (data[pos + 5] << 8) | data[pos + 6]
